@@ -1,0 +1,46 @@
+package v1alpha1
+
+// Condition types shared by the three resources. Every condition carries a Reason in
+// CamelCase and a Message a human can act on.
+const (
+	// ConditionReady summarises whether the object does what its spec asks.
+	ConditionReady = "Ready"
+	// ConditionProvisioned: the LV of a SharedVolume exists in its VG.
+	ConditionProvisioned = "Provisioned"
+	// ConditionLockApplied: the lock an attachment's node holds matches the desired mode.
+	ConditionLockApplied = "LockApplied"
+	// ConditionDeletionBlocked: a delete waits for something (for example attachments).
+	ConditionDeletionBlocked = "DeletionBlocked"
+	// ConditionLockspaceReady: a VolumeGroup's lockspace is started on every selected node.
+	ConditionLockspaceReady = "LockspaceReady"
+	// ConditionHostIDConflict: two nodes report one sanlock host_id for a VG (data-loss hazard).
+	ConditionHostIDConflict = "HostIDConflict"
+	// ConditionLockDrift: a lock is held that no attachment asks for, or the reverse.
+	ConditionLockDrift = "LockDrift"
+)
+
+// Finalizer held by the operator on SharedVolumes and VolumeAttachments until the LVM
+// side (LV, locks) has been cleaned up.
+const Finalizer = "sharedlvm.io/finalizer"
+
+// LVM tags written on every LV the product creates, so that an LV can be tied back to
+// the custom resource that owns it (and nothing deletes an LV it does not own).
+const (
+	// TagOwnerUIDPrefix + the SharedVolume UID.
+	TagOwnerUIDPrefix = "sharedlvm.io/uid="
+	// TagManaged marks an LV as created by sharedlvm-operator.
+	TagManaged = "sharedlvm.io/managed"
+)
+
+// LockMode is the sanlock lease mode a node holds (or should hold) on an LV.
+// +kubebuilder:validation:Enum=None;Exclusive;Shared
+type LockMode string
+
+const (
+	// LockNone: the LV is inactive on the node and no lease is held.
+	LockNone LockMode = "None"
+	// LockExclusive: `lvchange -aey`; only one node in the cluster may hold it.
+	LockExclusive LockMode = "Exclusive"
+	// LockShared: `lvchange -asy`; every holder of the LV holds it shared.
+	LockShared LockMode = "Shared"
+)

@@ -1,0 +1,35 @@
+package v1alpha1
+
+// LVMVGName is a VG name LVM accepts: letters, digits and + _ . -, not starting with a
+// hyphen, not "." or "..", at most 63 characters (the VG name is part of every device-mapper
+// name, which is limited to 127 bytes).
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:XValidation:rule="self.matches('^[a-zA-Z0-9+_.-]+$')",message="VG names may only contain letters, digits and + _ . -: rename it with those characters only"
+// +kubebuilder:validation:XValidation:rule="!self.startsWith('-')",message="VG names must not start with '-': LVM would read it as an option; choose a name starting with a letter or digit"
+// +kubebuilder:validation:XValidation:rule="self != '.' && self != '..'",message="'.' and '..' are not valid VG names: choose a real name such as vg-ssd"
+type LVMVGName string
+
+// LVMLVName is an LV name LVM accepts: the VG rules plus LVM's reserved names ("snapshot*",
+// "pvmove*", internal suffixes such as "_tmeta") and "lvmlock", the hidden LV of a shared VG.
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:XValidation:rule="self.matches('^[a-zA-Z0-9+_.-]+$')",message="LV names may only contain letters, digits and + _ . -: rename it with those characters only"
+// +kubebuilder:validation:XValidation:rule="!self.startsWith('-')",message="LV names must not start with '-': LVM would read it as an option; choose a name starting with a letter or digit"
+// +kubebuilder:validation:XValidation:rule="self != '.' && self != '..'",message="'.' and '..' are not valid LV names: choose a real name such as volume-<id>"
+// +kubebuilder:validation:XValidation:rule="!self.startsWith('snapshot') && !self.startsWith('pvmove')",message="LV names starting with 'snapshot' or 'pvmove' are reserved by LVM: use a prefix such as volume-"
+// +kubebuilder:validation:XValidation:rule="self != 'lvmlock'",message="'lvmlock' is the hidden lock LV of every shared VG: choose another LV name"
+// +kubebuilder:validation:XValidation:rule="!['_cdata','_cmeta','_corig','_iorig','_mimage','_mlog','_pmspare','_rimage','_rmeta','_tdata','_tmeta','_vdata','_vorigin','_wcorig'].exists(s, self.contains(s))",message="LV names must not contain LVM's internal suffixes (_cdata, _cmeta, _corig, _iorig, _mimage, _mlog, _pmspare, _rimage, _rmeta, _tdata, _tmeta, _vdata, _vorigin, _wcorig): rename it without them"
+type LVMLVName string
+
+// DevicePath is an absolute path to a block device under /dev.
+// +kubebuilder:validation:MaxLength=4096
+// +kubebuilder:validation:XValidation:rule="self.startsWith('/dev/') && size(self) > 5",message="a PV must be an absolute device path under /dev, for example /dev/disk/by-id/wwn-0x600..."
+// +kubebuilder:validation:XValidation:rule="!self.matches('(^|/)[.][.]?(/|$)') && !self.contains('//')",message="a PV path must be normalised (no '.', '..' or '//' components): write the device's canonical path"
+type DevicePath string
+
+// ObjectName is a Kubernetes object name (DNS subdomain).
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=253
+// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must be the name of a Kubernetes object: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+type ObjectName string

@@ -1,0 +1,172 @@
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// WipePolicy says how the LV of a deleted SharedVolume is cleared before it is removed.
+// +kubebuilder:validation:Enum=Zero;None
+type WipePolicy string
+
+const (
+	// WipeZero overwrites the whole LV with zeros before lvremove (Cinder's
+	// volume_clear = zero): a later volume never exposes a deleted volume's data.
+	WipeZero WipePolicy = "Zero"
+	// WipeNone removes the LV without clearing it. Only for arrays that wipe or
+	// thin-provision on their own: deleted data may reappear in a new volume otherwise.
+	WipeNone WipePolicy = "None"
+)
+
+// VolumeGroupSpec is the desired state of one shared VG (`vgcreate --shared`, lock type sanlock).
+// +kubebuilder:validation:XValidation:rule="self.vgName == oldSelf.vgName",message="spec.vgName is immutable: create a new VolumeGroup to use another VG"
+type VolumeGroupSpec struct {
+	// vgName is the LVM name of the shared VG, as seen on every node.
+	// +required
+	VGName LVMVGName `json:"vgName"`
+
+	// pvs are the block devices (PVs) of the VG, as absolute paths under /dev that name the
+	// same LUN on every node (for example /dev/disk/by-id/wwn-0x...).
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=256
+	PVs []DevicePath `json:"pvs"`
+
+	// nodeSelector selects the nodes that see the LUN and run the VG's lockspace.
+	// Empty selects every node that runs an agent.
+	// +optional
+	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
+
+	// volumeTypes are the OpenStack volume types this VG serves (informational for the
+	// cloud manager's scheduler; a retype between two types of one VG changes nothing on disk).
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=255
+	VolumeTypes []string `json:"volumeTypes,omitempty"`
+
+	// wipePolicy says how a deleted volume's LV is cleared before removal. Zero (the
+	// default) writes zeros over the whole LV; None skips it and is only safe where the
+	// array wipes released space itself.
+	// +optional
+	// +kubebuilder:default=Zero
+	WipePolicy WipePolicy `json:"wipePolicy,omitempty"`
+}
+
+// PhysicalVolumeStatus is what LVM reports about one PV of the VG.
+type PhysicalVolumeStatus struct {
+	// name is the device path LVM reports for the PV.
+	Name string `json:"name"`
+	// uuid is the PV UUID.
+	// +optional
+	UUID string `json:"uuid,omitempty"`
+	// size of the PV.
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+	// free space on the PV.
+	// +optional
+	Free *resource.Quantity `json:"free,omitempty"`
+	// used space on the PV (size - free).
+	// +optional
+	Used *resource.Quantity `json:"used,omitempty"`
+	// missing is true when LVM reports the PV as missing.
+	// +optional
+	Missing bool `json:"missing,omitempty"`
+}
+
+// NodeLockspaceStatus is one node's view of the VG's lockspace. Each agent owns its own
+// entry (server-side apply, field manager per node), so agents never overwrite each other.
+type NodeLockspaceStatus struct {
+	// node is the Kubernetes Node name.
+	Node string `json:"node"`
+	// hostID is the sanlock host_id the node uses in this lockspace (1..2000).
+	// +optional
+	HostID int32 `json:"hostID,omitempty"`
+	// lockspaceStarted is true when `vgchange --lockstart` has completed on the node.
+	LockspaceStarted bool `json:"lockspaceStarted"`
+	// lastReport is when the agent last reported this entry.
+	// +optional
+	LastReport *metav1.Time `json:"lastReport,omitempty"`
+	// message explains a lockspace that is not started.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// VolumeGroupStatus is the observed state of the shared VG.
+type VolumeGroupStatus struct {
+	// observedGeneration is the spec generation the status was computed from.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// vgUUID is the LVM UUID of the VG.
+	// +optional
+	VGUUID string `json:"vgUUID,omitempty"`
+	// size is the VG's total size.
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+	// free is the VG's unallocated space.
+	// +optional
+	Free *resource.Quantity `json:"free,omitempty"`
+	// extentSize is the VG's physical extent size; LV sizes are rounded up to it.
+	// +optional
+	ExtentSize *resource.Quantity `json:"extentSize,omitempty"`
+	// pvCount is the number of PVs in the VG.
+	// +optional
+	PVCount int32 `json:"pvCount,omitempty"`
+	// pvs lists each PV's size and usage.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	PVs []PhysicalVolumeStatus `json:"pvs,omitempty"`
+	// lvCount is the number of (visible) LVs in the VG.
+	// +optional
+	LVCount int32 `json:"lvCount,omitempty"`
+	// nodes holds one lockspace entry per selected node, each written by that node's agent.
+	// +optional
+	// +listType=map
+	// +listMapKey=node
+	Nodes []NodeLockspaceStatus `json:"nodes,omitempty"`
+	// nodesReady is "started/selected" nodes, for display.
+	// +optional
+	NodesReady string `json:"nodesReady,omitempty"`
+	// conditions: Ready, LockspaceReady, HostIDConflict.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// VolumeGroup is a shared LVM volume group on SAN storage, with a sanlock lockspace on
+// every node that sees it.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=svg,categories=sharedlvm
+// +kubebuilder:printcolumn:name="VG",type=string,JSONPath=`.spec.vgName`
+// +kubebuilder:printcolumn:name="Size",type=string,JSONPath=`.status.size`
+// +kubebuilder:printcolumn:name="Free",type=string,JSONPath=`.status.free`
+// +kubebuilder:printcolumn:name="PVs",type=integer,JSONPath=`.status.pvCount`
+// +kubebuilder:printcolumn:name="Nodes Ready",type=string,JSONPath=`.status.nodesReady`
+// +kubebuilder:printcolumn:name="LVs",type=integer,JSONPath=`.status.lvCount`,priority=1
+// +kubebuilder:printcolumn:name="Wipe",type=string,JSONPath=`.spec.wipePolicy`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type VolumeGroup struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec VolumeGroupSpec `json:"spec"`
+	// +optional
+	Status VolumeGroupStatus `json:"status,omitempty"`
+}
+
+// VolumeGroupList is a list of VolumeGroups.
+// +kubebuilder:object:root=true
+type VolumeGroupList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []VolumeGroup `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&VolumeGroup{}, &VolumeGroupList{})
+}

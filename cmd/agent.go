@@ -1,0 +1,70 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/sharedlvm/sharedlvm-operator/agent"
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+)
+
+// AgentOptions configures one node's agent.
+type AgentOptions struct {
+	NodeName       string
+	MetricsAddr    string
+	ProbeAddr      string
+	Storage        agent.Storage
+	ReportInterval time.Duration
+}
+
+// NewAgent builds a node agent's manager. Its cache holds only this node's Node object and
+// this node's VolumeAttachments (a selectable field on spec.node), so that an agent's
+// memory and watch traffic do not grow with the size of the cluster.
+func NewAgent(_ context.Context, cfg *rest.Config, o AgentOptions) (manager.Manager, error) {
+	if o.NodeName == "" {
+		return nil, errors.New("agent: node name is empty: set NODE_NAME (downward API spec.nodeName) or --node-name")
+	}
+	if o.Storage == nil {
+		return nil, errors.New("agent: no storage layer")
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 Scheme(),
+		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress: o.ProbeAddr,
+		// The local harness and the scale tests run several agents in one process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Node{}:         {Field: fields.OneTermEqualSelector("metadata.name", o.NodeName)},
+			&v1.VolumeAttachment{}: {Field: fields.OneTermEqualSelector("spec.node", o.NodeName)},
+		}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating manager: %w", err)
+	}
+	if err := (&agent.VolumeGroupReporter{
+		Client: mgr.GetClient(), NodeName: o.NodeName, Storage: o.Storage, ReportInterval: o.ReportInterval,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}

@@ -1,0 +1,212 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/controllers/lockrule"
+)
+
+// VolumeAttachmentReconciler decides, for every attachment, which lock its node should hold
+// next (status.desiredLock), following the lock rule and its ordering. The node's agent
+// applies it and reports status.appliedLock; the operator only advances from what agents
+// reported (the status handshake).
+type VolumeAttachmentReconciler struct {
+	client.Client
+	Recorder recorder.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=sharedlvm.io,resources=volumeattachments,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=sharedlvm.io,resources=volumeattachments/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=sharedlvm.io,resources=volumeattachments/finalizers,verbs=update
+
+// Reconcile computes the desired lock of one attachment from all attachments of its volume.
+func (r *VolumeAttachmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	return quietConflicts(r.reconcile(ctx, req))
+}
+
+func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var att v1.VolumeAttachment
+	if err := r.Get(ctx, req.NamespacedName, &att); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if att.DeletionTimestamp.IsZero() && controllerutil.AddFinalizer(&att, v1.Finalizer) {
+		if err := r.Update(ctx, &att); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	siblings, err := attachmentsOf(ctx, r, att.Namespace, string(att.Spec.Volume))
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	var vol v1.SharedVolume
+	volErr := r.Get(ctx, types.NamespacedName{Namespace: att.Namespace, Name: string(att.Spec.Volume)}, &vol)
+	if volErr != nil && !apierrors.IsNotFound(volErr) {
+		return ctrl.Result{}, volErr
+	}
+	volFound := volErr == nil
+
+	orig := att.DeepCopy()
+	st := &att.Status
+	gen := att.Generation
+	rejected := map[string]bool{}
+	if volFound {
+		rejected = rejectedByMultiAttach(&vol, siblings)
+	}
+	plan := lockrule.Plan(nodesOf(siblings, rejected))
+	desired := toLockMode(plan[string(att.Spec.Node)])
+
+	switch {
+	case !att.DeletionTimestamp.IsZero():
+		st.DesiredLock = desired // lockrule releases unwanted nodes
+	case !volFound:
+		st.DesiredLock = v1.LockNone
+		st.Phase = v1.AttachmentPending
+		r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "VolumeNotFound",
+			fmt.Sprintf("SharedVolume %q does not exist in namespace %s: create it, or delete this attachment", att.Spec.Volume, att.Namespace))
+	case rejected[att.Name]:
+		st.DesiredLock = v1.LockNone
+		st.Phase = v1.AttachmentFailed
+		r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "MultiAttachNotAllowed",
+			fmt.Sprintf("volume %s is attached to an instance on another node and spec.multiAttach is false: detach it there first, use purpose migration-target for a live migration, or enable multiAttach", vol.Name))
+	case vol.Status.LVUUID == "":
+		st.DesiredLock = v1.LockNone
+		st.Phase = v1.AttachmentPending
+		r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "WaitingForVolume",
+			fmt.Sprintf("volume %s has no LV yet (phase %q)", vol.Name, vol.Status.Phase))
+	default:
+		st.DesiredLock = desired
+		applied := st.AppliedLock
+		if applied == "" {
+			applied = v1.LockNone
+		}
+		switch {
+		case desired != v1.LockNone && applied == desired:
+			st.Phase = v1.AttachmentAttached
+			r.condition(&att, v1.ConditionReady, metav1.ConditionTrue, "Attached",
+				fmt.Sprintf("node %s holds the volume %s at %s", att.Spec.Node, desired, st.DevicePath))
+		case desired == v1.LockNone:
+			st.Phase = v1.AttachmentPending
+			r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "WaitingForOtherNodes",
+				"waiting for other nodes to convert or release their lock before this node may take it")
+		default:
+			st.Phase = v1.AttachmentAttaching
+			r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "WaitingForAgent",
+				fmt.Sprintf("waiting for the agent on node %s to take the %s lock", att.Spec.Node, desired))
+		}
+	}
+	st.ObservedGeneration = gen
+
+	if !att.DeletionTimestamp.IsZero() {
+		st.Phase = v1.AttachmentDetaching
+		if st.AppliedLock == "" || st.AppliedLock == v1.LockNone {
+			// The node has released its lock (or never took one): nothing is left to clean.
+			if controllerutil.RemoveFinalizer(&att, v1.Finalizer) {
+				if err := r.Update(ctx, &att); err != nil {
+					return ctrl.Result{}, client.IgnoreNotFound(err)
+				}
+				r.Recorder.Eventf(&att, nil, corev1.EventTypeNormal, "Detached", "Detach", "node %s released volume %s", att.Spec.Node, att.Spec.Volume)
+			}
+			return ctrl.Result{}, nil
+		}
+	}
+	if equalStatus(orig.Status, att.Status) {
+		return ctrl.Result{}, nil
+	}
+	if orig.Status.DesiredLock != st.DesiredLock {
+		r.Recorder.Eventf(&att, nil, corev1.EventTypeNormal, "LockPlanned", "PlanLock",
+			"node %s should now hold volume %s %s (was %s)", att.Spec.Node, att.Spec.Volume, st.DesiredLock, orDefault(orig.Status.DesiredLock))
+	}
+	return ctrl.Result{}, r.Status().Patch(ctx, &att, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+}
+
+func (r *VolumeAttachmentReconciler) condition(att *v1.VolumeAttachment, typ string, s metav1.ConditionStatus, reason, msg string) {
+	setCondition(&att.Status.Conditions, att.Generation, typ, s, reason, msg)
+}
+
+func orDefault(m v1.LockMode) v1.LockMode {
+	if m == "" {
+		return v1.LockNone
+	}
+	return m
+}
+
+// rejectedByMultiAttach returns the attachments refused because the volume is not
+// multi-attach: instance attachments on a node other than the first live instance
+// attachment's, and migration targets beyond the first. Copies are always allowed.
+// Oldest wins, so an existing attachment is never displaced by a newer one.
+func rejectedByMultiAttach(vol *v1.SharedVolume, atts []v1.VolumeAttachment) map[string]bool {
+	rejected := map[string]bool{}
+	if vol.Spec.MultiAttach {
+		return rejected
+	}
+	live := make([]v1.VolumeAttachment, 0, len(atts))
+	for _, a := range atts {
+		if a.DeletionTimestamp.IsZero() {
+			live = append(live, a)
+		}
+	}
+	sort.Slice(live, func(i, j int) bool {
+		ti, tj := live[i].CreationTimestamp, live[j].CreationTimestamp
+		if !ti.Equal(&tj) {
+			return ti.Before(&tj)
+		}
+		return live[i].Name < live[j].Name
+	})
+	firstNode := map[v1.AttachmentPurpose]v1.ObjectName{}
+	for _, a := range live {
+		p := a.Spec.Purpose
+		if p == v1.PurposeCopy {
+			continue
+		}
+		if p == "" {
+			p = v1.PurposeInstance
+		}
+		if n, ok := firstNode[p]; ok && n != a.Spec.Node {
+			rejected[a.Name] = true
+			continue
+		}
+		firstNode[p] = a.Spec.Node
+	}
+	return rejected
+}
+
+// SetupWithManager registers the reconciler. A change to any attachment of a volume, or to
+// the volume, re-plans every attachment of that volume.
+func (r *VolumeAttachmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	siblings := func(ctx context.Context, namespace, volume string) []reconcile.Request {
+		atts, err := attachmentsOf(ctx, mgr.GetClient(), namespace, volume)
+		if err != nil {
+			return nil
+		}
+		reqs := make([]reconcile.Request, 0, len(atts))
+		for _, a := range atts {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: a.Namespace, Name: a.Name}})
+		}
+		return reqs
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1.VolumeAttachment{}).
+		Watches(&v1.VolumeAttachment{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			a := o.(*v1.VolumeAttachment)
+			return siblings(ctx, a.Namespace, string(a.Spec.Volume))
+		})).
+		Watches(&v1.SharedVolume{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return siblings(ctx, o.GetNamespace(), o.GetName())
+		})).
+		Named("volumeattachment").
+		Complete(r)
+}

@@ -1,0 +1,161 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+)
+
+// VolumeGroupReconciler aggregates the per-node lockspace entries the agents report into
+// VG-wide conditions, and flags duplicate sanlock host IDs (a data-loss hazard).
+type VolumeGroupReconciler struct {
+	client.Client
+	Recorder recorder.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=sharedlvm.io,resources=volumegroups,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=sharedlvm.io,resources=volumegroups/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+
+// Reconcile recomputes a VolumeGroup's aggregate status.
+func (r *VolumeGroupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	return quietConflicts(r.reconcile(ctx, req))
+}
+
+func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var vg v1.VolumeGroup
+	if err := r.Get(ctx, req.NamespacedName, &vg); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	selected, err := r.selectedNodes(ctx, &vg)
+	if err != nil {
+		setCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionReady, metav1.ConditionFalse, "InvalidNodeSelector",
+			fmt.Sprintf("spec.nodeSelector is invalid: %v", err))
+		return ctrl.Result{}, r.Status().Update(ctx, &vg)
+	}
+	orig := vg.DeepCopy()
+	st := &vg.Status
+	gen := vg.Generation
+
+	started := 0
+	var missing []string
+	byHostID := map[int32][]string{}
+	reported := map[string]v1.NodeLockspaceStatus{}
+	for _, n := range st.Nodes {
+		reported[n.Node] = n
+		if n.HostID > 0 {
+			byHostID[n.HostID] = append(byHostID[n.HostID], n.Node)
+		}
+	}
+	for _, name := range selected {
+		n, ok := reported[name]
+		switch {
+		case !ok:
+			missing = append(missing, name+" (no agent report)")
+		case !n.LockspaceStarted:
+			missing = append(missing, name)
+		default:
+			started++
+		}
+	}
+	st.NodesReady = fmt.Sprintf("%d/%d", started, len(selected))
+
+	var conflicts []string
+	for id, nodes := range byHostID {
+		if len(nodes) > 1 {
+			sort.Strings(nodes)
+			conflicts = append(conflicts, fmt.Sprintf("host_id %d on %s", id, strings.Join(nodes, ", ")))
+		}
+	}
+	sort.Strings(conflicts)
+	if len(conflicts) > 0 {
+		msg := fmt.Sprintf("duplicate sanlock host IDs (%s): two nodes with one host_id can both write one LV; give each node a unique local/host_id in lvmlocal.conf", strings.Join(conflicts, "; "))
+		if setCondition(&st.Conditions, gen, v1.ConditionHostIDConflict, metav1.ConditionTrue, "DuplicateHostID", msg) {
+			r.Recorder.Eventf(&vg, nil, corev1.EventTypeWarning, "DuplicateHostID", "CheckHostIDs", "%s", msg)
+		}
+	} else {
+		setCondition(&st.Conditions, gen, v1.ConditionHostIDConflict, metav1.ConditionFalse, "UniqueHostIDs", "every reporting node has its own sanlock host_id")
+	}
+
+	switch {
+	case len(selected) == 0:
+		setCondition(&st.Conditions, gen, v1.ConditionLockspaceReady, metav1.ConditionFalse, "NoNodes",
+			"no node matches spec.nodeSelector: label the nodes that see the LUN, or fix the selector")
+	case len(missing) > 0:
+		sort.Strings(missing)
+		setCondition(&st.Conditions, gen, v1.ConditionLockspaceReady, metav1.ConditionFalse, "LockspaceNotStarted",
+			fmt.Sprintf("lockspace of VG %s not started on %s", vg.Spec.VGName, strings.Join(missing, ", ")))
+	default:
+		setCondition(&st.Conditions, gen, v1.ConditionLockspaceReady, metav1.ConditionTrue, "Started",
+			fmt.Sprintf("lockspace started on all %d selected nodes", len(selected)))
+	}
+	ready := started > 0 && len(conflicts) == 0
+	reason, msg := "Ready", fmt.Sprintf("%d node(s) can serve volumes of VG %s", started, vg.Spec.VGName)
+	switch {
+	case len(conflicts) > 0:
+		reason, msg = "DuplicateHostID", "refusing to serve volumes until host IDs are unique"
+	case started == 0:
+		reason, msg = "NoLockspace", "no node has started the VG's lockspace yet"
+	}
+	setCondition(&st.Conditions, gen, v1.ConditionReady, boolStatus(ready), reason, msg)
+	st.ObservedGeneration = gen
+	if equalStatus(orig.Status, vg.Status) {
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{}, r.Status().Patch(ctx, &vg, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+}
+
+// selectedNodes lists the names of the nodes the VG's selector picks.
+func (r *VolumeGroupReconciler) selectedNodes(ctx context.Context, vg *v1.VolumeGroup) ([]string, error) {
+	sel := labels.Everything()
+	if vg.Spec.NodeSelector != nil {
+		s, err := metav1.LabelSelectorAsSelector(vg.Spec.NodeSelector)
+		if err != nil {
+			return nil, err
+		}
+		sel = s
+	}
+	var nodes corev1.NodeList
+	if err := r.List(ctx, &nodes, client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(nodes.Items))
+	for _, n := range nodes.Items {
+		names = append(names, n.Name)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// SetupWithManager registers the reconciler; node changes re-evaluate every VG.
+func (r *VolumeGroupReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1.VolumeGroup{}).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+			var vgs v1.VolumeGroupList
+			if err := mgr.GetClient().List(ctx, &vgs); err != nil {
+				return nil
+			}
+			reqs := make([]reconcile.Request, 0, len(vgs.Items))
+			for _, vg := range vgs.Items {
+				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&vg)})
+			}
+			return reqs
+		}), builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		Named("volumegroup").
+		Complete(r)
+}

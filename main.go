@@ -1,0 +1,104 @@
+// Command sharedlvm is the one binary of sharedlvm-operator. Its first argument picks the
+// role: `operator` (central, leader-elected), `agent` (one per node) or `version`.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/sharedlvm/sharedlvm-operator/agent"
+	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
+	"github.com/sharedlvm/sharedlvm-operator/cmd"
+)
+
+// Version is stamped at build time with -ldflags "-X main.Version=...".
+var Version = "dev"
+
+const usage = `usage: sharedlvm ROLE [flags]
+
+roles:
+  operator   run the central operator (leader-elected)
+  agent      run the node agent (NODE_NAME must be set)
+  version    print the version
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	role, args := os.Args[1], os.Args[2:]
+	var err error
+	switch role {
+	case "operator":
+		err = runOperator(args)
+	case "agent":
+		err = runAgent(args)
+	case "version":
+		fmt.Println(Version)
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "unknown role %q\n%s", role, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sharedlvm %s: %v\n", role, err)
+		os.Exit(1)
+	}
+}
+
+// parse parses role flags on flag.CommandLine, which also carries controller-runtime's
+// --kubeconfig flag, and sets up structured (zap/logr) logging.
+func parse(args []string) {
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	_ = flag.CommandLine.Parse(args)
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+}
+
+func runOperator(args []string) error {
+	var o cmd.OperatorOptions
+	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (0 disables it)")
+	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	flag.BoolVar(&o.LeaderElection, "leader-elect", true, "elect one active operator among replicas")
+	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", cmd.DefaultNamespace(), "namespace of the leader election lease")
+	parse(args)
+	ctx := ctrl.SetupSignalHandler()
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	mgr, err := cmd.NewOperator(ctx, cfg, o)
+	if err != nil {
+		return err
+	}
+	ctrl.Log.WithName("operator").Info("starting", "version", Version)
+	return mgr.Start(ctx)
+}
+
+func runAgent(args []string) error {
+	o := cmd.AgentOptions{}
+	hostNS := flag.Bool("host-namespaces", executor.HostRoot(), "run LVM/sanlock commands in the host's namespaces via nsenter (default: when in a container)")
+	flag.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8082", "address of the Prometheus metrics endpoint (0 disables it)")
+	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8083", "address of /healthz and /readyz")
+	flag.DurationVar(&o.ReportInterval, "report-interval", agent.DefaultReportInterval, "how often lockspace and VG state are reported")
+	parse(args)
+	o.Storage = &agent.NodeStorage{Exec: executor.Local{HostNamespaces: *hostNS}}
+	ctx := ctrl.SetupSignalHandler()
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	mgr, err := cmd.NewAgent(ctx, cfg, o)
+	if err != nil {
+		return err
+	}
+	ctrl.Log.WithName("agent").Info("starting", "version", Version, "node", o.NodeName)
+	return mgr.Start(ctx)
+}
