@@ -83,3 +83,57 @@ func FuzzParseStatus(f *testing.F) {
 		_, _ = ParseStatus(data) // must never panic
 	})
 }
+
+func TestParseBedCaptures(t *testing.T) {
+	h1, err := ParseStatus(fixture(t, "status-shared-h1.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, err := ParseStatus(fixture(t, "status-shared-h2.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l1, _ := h1.Lockspace("vg1")
+	l2, _ := h2.Lockspace("vg1")
+	if l1.HostID != 1 || l2.HostID != 2 {
+		t.Fatalf("host ids %d %d", l1.HostID, l2.HostID)
+	}
+	if len(h1.Resources) != 1 || len(h2.Resources) != 1 || !h1.Resources[0].Shared || !h2.Resources[0].Shared ||
+		h1.Resources[0].Name != h2.Resources[0].Name || h1.Resources[0].Offset != h2.Resources[0].Offset {
+		t.Fatalf("both hosts should hold one shared lease on the same LV: %+v %+v", h1.Resources, h2.Resources)
+	}
+	ex, err := ParseStatus(fixture(t, "status-exclusive.out"))
+	if err != nil || len(ex.Resources) != 1 || ex.Resources[0].Shared || ex.Resources[0].Version < 1 {
+		t.Fatalf("%v %+v", err, ex)
+	}
+	// -D adds indented key=value lines under each entry; they are ignored.
+	d, err := ParseStatus(fixture(t, "status-D.out"))
+	if err != nil || len(d.Lockspaces) != 1 || len(d.Resources) != 1 {
+		t.Fatalf("%v %+v", err, d)
+	}
+}
+
+func TestParseGets(t *testing.T) {
+	ls, err := ParseGets(fixture(t, "gets-hosts.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 1 || ls[0].Lockspace.Name != "lvm_vg1" || ls[0].Lockspace.HostID != 2 || len(ls[0].Hosts) != 2 {
+		t.Fatalf("%+v", ls)
+	}
+	for _, h := range ls[0].Hosts {
+		if h.State != HostLive || h.Generation != 1 || h.Timestamp == 0 {
+			t.Fatalf("%+v", h)
+		}
+	}
+	for _, bad := range []string{"h 1 gen 1 timestamp 2 LIVE", "s lvm_a:1:/p:0\nh x gen 1 timestamp 2 LIVE", "s lvm_a:1:/p:0\nh 1 gen"} {
+		if _, err := ParseGets([]byte(bad)); err == nil {
+			t.Errorf("%q: want error", bad)
+		}
+	}
+}
+
+func FuzzParseGets(f *testing.F) {
+	f.Add(fixture(f, "gets-hosts.out"))
+	f.Fuzz(func(t *testing.T, b []byte) { _, _ = ParseGets(b) })
+}
