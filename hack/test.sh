@@ -2,7 +2,9 @@
 # The README's test command: hygiene (gofmt, go vet), generated files up to date, then every
 # unit and envtest suite. Needs only Go and the network to the Go module proxy; builds the
 # envtest binaries on first use (~6 min on 2 cores) and caches them.
-# Set SHAREDLVM_STORAGE_TIER=0 to skip the VM storage tier (it is on by default).
+# Then the storage tier: real lvm2 + lvmlockd + sanlock in qemu VMs sharing LUN images
+# (test/storage, build tag "storage"; ~5 min; needs root to install Debian packages once).
+# Set SHAREDLVM_STORAGE_TIER=0 to skip it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local GOFLAGS=${GOFLAGS:--mod=mod}
@@ -26,9 +28,27 @@ export KUBEBUILDER_ASSETS
 
 step "go test (unit + envtest)"
 # -p 1: envtest suites each start an apiserver; on 2 cores they are faster one at a time.
-go test -p 1 -count=1 ./... 2>&1 | tee /tmp/sharedlvm-go-test.log
-summary=$(grep -cE '^ok ' /tmp/sharedlvm-go-test.log || true)
-failed=$(grep -cE '^(FAIL|--- FAIL)' /tmp/sharedlvm-go-test.log || true)
+logdir=$(mktemp -d)
+go test -p 1 -count=1 ./... 2>&1 | tee "$logdir/go-test.log"
+
+if [[ "${SHAREDLVM_STORAGE_TIER:-1}" != 0 ]]; then
+  step "storage tier image (Debian packages, kernel, initramfs; cached)"
+  hack/testbed-image.sh >/dev/null
+  step "storage tier: real shared LVM in VMs (go test -tags storage ./test/storage/)"
+  set +e
+  go test -tags storage -p 1 -count=1 -timeout 40m -v ./test/storage/... 2>&1 | tee "$logdir/storage.log" \
+    | grep --line-buffered -E '^(=== RUN|--- |\s+--- |ok |FAIL|PASS|panic)|timings|^\s+\| |took|attempt|kept in'
+  rc=${PIPESTATUS[0]}
+  set -e
+  grep -E '^(ok|FAIL|---)' "$logdir/storage.log" >> "$logdir/go-test.log" || true
+  if [[ $rc != 0 ]]; then
+    tail -60 "$logdir/storage.log"
+    echo "storage tier failed; the VM console logs are in the directory named above" >&2
+    exit 1
+  fi
+fi
+summary=$(grep -cE '^ok ' "$logdir/go-test.log" || true)
+failed=$(grep -cE '^(FAIL|--- FAIL)' "$logdir/go-test.log" || true)
 echo
 echo "total time: $((SECONDS - start)) s"
 echo "packages: ${summary} passed, ${failed} failed"
