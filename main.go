@@ -89,7 +89,7 @@ func runAgent(args []string) error {
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8083", "address of /healthz and /readyz")
 	flag.DurationVar(&o.ReportInterval, "report-interval", agent.DefaultReportInterval, "how often lockspace and VG state are reported")
 	parse(args)
-	o.Storage = &agent.NodeStorage{Exec: executor.Local{HostNamespaces: *hostNS}}
+	o.Executor = executor.Local{HostNamespaces: *hostNS}
 	ctx := ctrl.SetupSignalHandler()
 	cfg, err := ctrl.GetConfig()
 	if err != nil {

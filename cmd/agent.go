@@ -19,27 +19,29 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/sharedlvm/sharedlvm-operator/agent"
+	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 )
 
 // AgentOptions configures one node's agent.
 type AgentOptions struct {
-	NodeName       string
-	MetricsAddr    string
-	ProbeAddr      string
-	Storage        agent.Storage
+	NodeName    string
+	MetricsAddr string
+	ProbeAddr   string
+	// Executor runs this node's LVM and sanlock commands.
+	Executor       executor.Executor
 	ReportInterval time.Duration
 }
 
 // NewAgent builds a node agent's manager. Its cache holds only this node's Node object and
 // this node's VolumeAttachments (a selectable field on spec.node), so that an agent's
 // memory and watch traffic do not grow with the size of the cluster.
-func NewAgent(_ context.Context, cfg *rest.Config, o AgentOptions) (manager.Manager, error) {
+func NewAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) (manager.Manager, error) {
 	if o.NodeName == "" {
 		return nil, errors.New("agent: node name is empty: set NODE_NAME (downward API spec.nodeName) or --node-name")
 	}
-	if o.Storage == nil {
-		return nil, errors.New("agent: no storage layer")
+	if o.Executor == nil {
+		return nil, errors.New("agent: no command executor")
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 Scheme(),
@@ -55,9 +57,18 @@ func NewAgent(_ context.Context, cfg *rest.Config, o AgentOptions) (manager.Mana
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)
 	}
-	if err := (&agent.VolumeGroupReporter{
-		Client: mgr.GetClient(), NodeName: o.NodeName, Storage: o.Storage, ReportInterval: o.ReportInterval,
-	}).SetupWithManager(mgr); err != nil {
+	if err := agent.SetupIndexes(ctx, mgr); err != nil {
+		return nil, err
+	}
+	node := agent.NewNode(o.NodeName, o.Executor)
+	rec := mgr.GetEventRecorder("sharedlvm-agent")
+	if err := (&agent.VolumeGroupAgent{Client: mgr.GetClient(), Node: node, Recorder: rec, ReportInterval: o.ReportInterval}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := (&agent.VolumeAgent{Client: mgr.GetClient(), Node: node, Recorder: rec}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := (&agent.AttachmentAgent{Client: mgr.GetClient(), Node: node, Recorder: rec}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

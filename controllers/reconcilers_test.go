@@ -243,7 +243,9 @@ var _ = Describe("status subresource and printer columns", func() {
 		vol.Status.Phase = v1.VolumeFailed
 		Expect(k8s.Create(ctx, vol)).To(Succeed())
 		Expect(get(vol).Status.Phase).NotTo(Equal(v1.VolumeFailed))
-		Eventually(func() v1.VolumePhase { return get(vol).Status.Phase }).Should(Equal(v1.VolumePending))
+		// vg1 has ready nodes, so an executor is assigned at once (no agent runs in this suite).
+		Eventually(func() v1.VolumePhase { return get(vol).Status.Phase }).Should(Equal(v1.VolumeCreating))
+		Expect(vol.Status.ExecutorNode).To(BeElementOf("node-a", "node-b"))
 		get(vol)
 		vol.Spec.Size = resource.MustParse("5Gi")
 		vol.Status.LVName = "written-through-status"
@@ -273,7 +275,7 @@ var _ = Describe("status subresource and printer columns", func() {
 		Expect(h).To(Equal("NAME VG SIZE PHASE LOCK HOLDERS AGE"))
 		Expect(out).To(MatchRegexp(`vol-cols\s+vg1\s+1Gi\s+InUse\s+Exclusive\s+\["node-a"\]`))
 		h, _ = header("get", "sharedvolumes", "-n", ns, "vol-cols", "-o", "wide")
-		Expect(h).To(Equal("NAME VG SIZE PHASE LOCK HOLDERS PROGRESS LV UUID AGE"))
+		Expect(h).To(Equal("NAME VG SIZE PHASE LOCK HOLDERS PROGRESS LV UUID EXECUTOR AGE"))
 		h, out = header("get", "sva", "-n", ns, "vol-cols-a")
 		Expect(h).To(Equal("NAME VOLUME NODE LOCK PHASE AGE"))
 		Expect(out).To(MatchRegexp(`vol-cols-a\s+vol-cols\s+node-a\s+Exclusive\s+Attached`))

@@ -3,15 +3,22 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
+	"sort"
+	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
@@ -64,41 +71,95 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 
 	var vg v1.VolumeGroup
 	vgErr := r.Get(ctx, types.NamespacedName{Name: string(vol.Spec.VolumeGroup)}, &vg)
+	if vgErr != nil && !apierrors.IsNotFound(vgErr) {
+		return ctrl.Result{}, vgErr
+	}
+	vgFound := vgErr == nil
+	nodes := nodesOf(atts, nil)
+	mode, holders := lockrule.Holders(nodes)
+	st.Lock = v1.LockStatus{Mode: toLockMode(mode), Holders: holders}
+
+	needCreate := st.LVUUID == ""
+	needExtend := !needCreate && st.AllocatedSize != nil && vol.Spec.Size.Cmp(*st.AllocatedSize) > 0
+	st.ExecutorNode = ""
 	switch {
-	case apierrors.IsNotFound(vgErr):
+	case !vgFound:
 		if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "VolumeGroupNotFound",
 			fmt.Sprintf("VolumeGroup %q does not exist: create it or point spec.volumeGroup at an existing one", vol.Spec.VolumeGroup)) {
 			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "VolumeGroupNotFound", "Provision",
 				"VolumeGroup %q does not exist", vol.Spec.VolumeGroup)
 		}
-	case vgErr != nil:
-		return ctrl.Result{}, vgErr
+	case needExtend && mode == lockrule.Shared:
+		setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "ExtendWaitsForSingleHolder",
+			fmt.Sprintf("the volume is held shared by %v; it is extended once a single node holds it (detach the other attachments, or wait for the live migration to finish)", holders))
+	case needCreate || needExtend:
+		if mode == lockrule.Exclusive {
+			st.ExecutorNode = holders[0] // the exclusive holder does the work under its lock
+		} else {
+			st.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode)
+		}
+		if st.ExecutorNode == "" {
+			msg := fmt.Sprintf("no node has started the lockspace of VG %s (check `kubectl get svg %s`: are the agents running and does spec.nodeSelector select them?)", vg.Spec.VGName, vg.Name)
+			if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "NoReadyNode", msg) {
+				r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "NoReadyNode", "Provision", "%s", msg)
+			}
+		}
 	}
 
-	if st.LVUUID == "" {
-		if st.Phase == "" {
-			st.Phase = v1.VolumePending
+	switch {
+	case needCreate && st.ExecutorNode != "":
+		st.Phase = v1.VolumeCreating
+		setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "Creating",
+			fmt.Sprintf("node %s is creating LV %s in VG %s", st.ExecutorNode, vol.LVName(), vg.Spec.VGName))
+	case needCreate:
+		if st.Phase != v1.VolumePending {
 			r.Recorder.Eventf(&vol, nil, corev1.EventTypeNormal, "Pending", "Provision",
 				"waiting for a node with a started lockspace of VolumeGroup %q to create LV %q", vol.Spec.VolumeGroup, vol.LVName())
 		}
-		if vgErr == nil {
-			setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "Provisioning",
-				fmt.Sprintf("LV %q is not created yet in VolumeGroup %q", vol.LVName(), vol.Spec.VolumeGroup))
-		}
-		setCondition(&st.Conditions, gen, v1.ConditionProvisioned, metav1.ConditionFalse, "WaitingForExecutor",
-			"no node has created the LV yet")
-	}
-
-	mode, holders := lockrule.Holders(nodesOf(atts, nil))
-	st.Lock = v1.LockStatus{Mode: toLockMode(mode), Holders: holders}
-	if st.LVUUID != "" && (st.Phase == v1.VolumeAvailable || st.Phase == v1.VolumeInUse) {
+		st.Phase = v1.VolumePending
+	default:
 		st.Phase = v1.VolumeAvailable
 		if len(holders) > 0 {
 			st.Phase = v1.VolumeInUse
 		}
+		if !needExtend || st.ExecutorNode != "" {
+			msg := fmt.Sprintf("LV %s/%s is %s", st.VGName, st.LVName, strings.ToLower(string(st.Phase)))
+			if needExtend {
+				msg = fmt.Sprintf("node %s is extending LV %s/%s to %s", st.ExecutorNode, st.VGName, st.LVName, vol.Spec.Size.String())
+			}
+			setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionTrue, string(st.Phase), msg)
+		}
 	}
 	st.ObservedGeneration = gen
-	return ctrl.Result{}, r.patchStatus(ctx, &vol, orig)
+	var res ctrl.Result
+	if needCreate || needExtend {
+		// Safety net: re-check the assignment if the executor's reports stop (node death).
+		res.RequeueAfter = 30 * time.Second
+	}
+	return res, r.patchStatus(ctx, &vol, orig)
+}
+
+// pickExecutor keeps the current executor while it can still work on the VG, otherwise
+// picks a ready node, spread by the volume's UID so that creates do not all land on one node.
+func pickExecutor(vg *v1.VolumeGroup, uid, current string) string {
+	now := time.Now()
+	var ready []string
+	for i := range vg.Status.Nodes {
+		n := &vg.Status.Nodes[i]
+		if n.Ready(now) {
+			if n.Node == current {
+				return current
+			}
+			ready = append(ready, n.Node)
+		}
+	}
+	if len(ready) == 0 {
+		return ""
+	}
+	sort.Strings(ready)
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(uid))
+	return ready[int(h.Sum32())%len(ready)]
 }
 
 func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.SharedVolume, atts []v1.VolumeAttachment) (ctrl.Result, error) {
@@ -112,6 +173,7 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 		for _, a := range atts {
 			names = append(names, fmt.Sprintf("%s (node %s)", a.Name, a.Spec.Node))
 		}
+		vol.Status.ExecutorNode = "" // no LVM work while attached
 		msg := fmt.Sprintf("volume is still attached by %v: delete those VolumeAttachments (detach) first; the volume is deleted once none is left", names)
 		if setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, metav1.ConditionTrue, "Attached", msg) {
 			r.Recorder.Eventf(vol, nil, corev1.EventTypeWarning, "DeleteBlocked", "Delete", "%s", msg)
@@ -119,9 +181,17 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 		return ctrl.Result{}, r.patchStatus(ctx, vol, orig)
 	}
 	if vol.Status.LVUUID != "" {
-		// The LV exists: the agent wipes and removes it and then clears status.lvUUID.
-		setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, metav1.ConditionTrue, "Wiping",
-			fmt.Sprintf("waiting for LV %s/%s to be wiped and removed", vol.Status.VGName, vol.Status.LVName))
+		// The LV exists: an agent wipes and removes it, then clears status.lvUUID.
+		var vg v1.VolumeGroup
+		if err := r.Get(ctx, types.NamespacedName{Name: vol.Status.VolumeGroup}, &vg); err != nil && !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, err
+		}
+		vol.Status.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode)
+		msg := fmt.Sprintf("node %s is wiping and removing LV %s/%s", vol.Status.ExecutorNode, vol.Status.VGName, vol.Status.LVName)
+		if vol.Status.ExecutorNode == "" {
+			msg = fmt.Sprintf("waiting for a node with a started lockspace of VG %s to wipe and remove LV %s", vol.Status.VGName, vol.Status.LVName)
+		}
+		setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, metav1.ConditionTrue, "Wiping", msg)
 		return ctrl.Result{}, r.patchStatus(ctx, vol, orig)
 	}
 	controllerutil.RemoveFinalizer(vol, v1.Finalizer)
@@ -139,6 +209,37 @@ func (r *SharedVolumeReconciler) patchStatus(ctx context.Context, vol, orig *v1.
 	return r.Status().Patch(ctx, vol, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 }
 
+// volumesOfVG maps a VolumeGroup to the volumes placed in it.
+func (r *SharedVolumeReconciler) volumesOfVG(ctx context.Context, o client.Object) []reconcile.Request {
+	var vols v1.SharedVolumeList
+	if err := r.List(ctx, &vols, client.MatchingFields{IndexVolumeGroup: o.GetName()}); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(vols.Items))
+	for _, v := range vols.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&v)})
+	}
+	return reqs
+}
+
+// readyNodesChanged passes VolumeGroup updates that change which nodes have a started
+// lockspace: agents report every 30 s, and most reports change nothing that matters here.
+func readyNodesChanged() predicate.Predicate {
+	set := func(vg *v1.VolumeGroup) string {
+		var names []string
+		for _, n := range vg.Status.Nodes {
+			if n.LockspaceStarted {
+				names = append(names, n.Node)
+			}
+		}
+		sort.Strings(names)
+		return strings.Join(names, ",")
+	}
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		return set(e.ObjectOld.(*v1.VolumeGroup)) != set(e.ObjectNew.(*v1.VolumeGroup))
+	}}
+}
+
 // SetupWithManager registers the reconciler; attachment changes re-trigger their volume.
 func (r *SharedVolumeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
@@ -147,6 +248,7 @@ func (r *SharedVolumeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			a := o.(*v1.VolumeAttachment)
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: a.Namespace, Name: string(a.Spec.Volume)}}}
 		})).
+		Watches(&v1.VolumeGroup{}, handler.EnqueueRequestsFromMapFunc(r.volumesOfVG), builder.WithPredicates(readyNodesChanged())).
 		Named("sharedvolume").
 		Complete(r)
 }

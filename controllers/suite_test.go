@@ -8,10 +8,12 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/cmd"
 	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
 )
@@ -39,6 +41,17 @@ var _ = BeforeSuite(func() {
 	k8s, err = client.New(env.Config, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 
+	// The agents' side of VG vg1, as they would report it: node-a and node-b have started
+	// the lockspace (the operator only plans locks for nodes that can take them).
+	vg := &v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: "vg1"}, Spec: v1.VolumeGroupSpec{VGName: "vg1", PVs: []v1.DevicePath{"/dev/vdb"}}}
+	Expect(k8s.Create(ctx, vg)).To(Succeed())
+	now := metav1.Now()
+	vg.Status.Nodes = []v1.NodeLockspaceStatus{
+		{Node: "node-a", HostID: 1, VGFound: true, LockspaceStarted: true, LastReport: &now},
+		{Node: "node-b", HostID: 2, VGFound: true, LockspaceStarted: true, LastReport: &now},
+	}
+	Expect(k8s.Status().Update(ctx, vg)).To(Succeed())
+
 	mgr, err := cmd.NewOperator(ctx, env.Config, cmd.OperatorOptions{MetricsAddr: "0", ProbeAddr: "0"})
 	Expect(err).NotTo(HaveOccurred())
 	go func() {
@@ -46,6 +59,7 @@ var _ = BeforeSuite(func() {
 		Expect(mgr.Start(ctx)).To(Succeed())
 	}()
 	SetDefaultEventuallyTimeout(20 * time.Second)
+
 	SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
 })
 

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -63,8 +65,17 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 	st := &att.Status
 	gen := att.Generation
 	rejected := map[string]bool{}
+	notReady := map[string]string{}
 	if volFound {
 		rejected = rejectedByMultiAttach(&vol, siblings)
+		if notReady, err = r.nodesNotReady(ctx, &vol, siblings); err != nil {
+			return ctrl.Result{}, err
+		}
+		for _, a := range siblings {
+			if _, bad := notReady[string(a.Spec.Node)]; bad || !vol.DeletionTimestamp.IsZero() {
+				rejected[a.Name] = true // not wanted: its node cannot (or must not) take the lock
+			}
+		}
 	}
 	plan := lockrule.Plan(nodesOf(siblings, rejected))
 	desired := toLockMode(plan[string(att.Spec.Node)])
@@ -77,8 +88,17 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 		st.Phase = v1.AttachmentPending
 		r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "VolumeNotFound",
 			fmt.Sprintf("SharedVolume %q does not exist in namespace %s: create it, or delete this attachment", att.Spec.Volume, att.Namespace))
+	case !vol.DeletionTimestamp.IsZero():
+		st.DesiredLock = desired
+		st.Phase = v1.AttachmentFailed
+		r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "VolumeDeleting",
+			fmt.Sprintf("volume %s is being deleted: it cannot be attached; delete this attachment", vol.Name))
+	case notReady[string(att.Spec.Node)] != "":
+		st.DesiredLock = desired
+		st.Phase = v1.AttachmentPending
+		r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "NodeNotReady", notReady[string(att.Spec.Node)])
 	case rejected[att.Name]:
-		st.DesiredLock = v1.LockNone
+		st.DesiredLock = desired
 		st.Phase = v1.AttachmentFailed
 		r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "MultiAttachNotAllowed",
 			fmt.Sprintf("volume %s is attached to an instance on another node and spec.multiAttach is false: detach it there first, use purpose migration-target for a live migration, or enable multiAttach", vol.Name))
@@ -112,7 +132,9 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 
 	if !att.DeletionTimestamp.IsZero() {
 		st.Phase = v1.AttachmentDetaching
-		if st.AppliedLock == "" || st.AppliedLock == v1.LockNone {
+		if st.AppliedLock == "" || st.AppliedLock == v1.LockNone || liveSibling(&att, siblings) {
+			// Released, never taken, or another live attachment on the same node keeps
+			// the node's lock: this attachment has nothing left to clean.
 			// The node has released its lock (or never took one): nothing is left to clean.
 			if controllerutil.RemoveFinalizer(&att, v1.Finalizer) {
 				if err := r.Update(ctx, &att); err != nil {
@@ -123,14 +145,63 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 			return ctrl.Result{}, nil
 		}
 	}
+	var res ctrl.Result
+	if notReady[string(att.Spec.Node)] != "" {
+		res.RequeueAfter = 30 * time.Second // reports going stale produce no event
+	}
 	if equalStatus(orig.Status, att.Status) {
-		return ctrl.Result{}, nil
+		return res, nil
 	}
 	if orig.Status.DesiredLock != st.DesiredLock {
 		r.Recorder.Eventf(&att, nil, corev1.EventTypeNormal, "LockPlanned", "PlanLock",
 			"node %s should now hold volume %s %s (was %s)", att.Spec.Node, att.Spec.Volume, st.DesiredLock, orDefault(orig.Status.DesiredLock))
 	}
-	return ctrl.Result{}, r.Status().Patch(ctx, &att, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+	return res, r.Status().Patch(ctx, &att, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+}
+
+// liveSibling reports whether another live attachment of the same volume is on the same node.
+func liveSibling(att *v1.VolumeAttachment, siblings []v1.VolumeAttachment) bool {
+	for _, a := range siblings {
+		if a.Name != att.Name && a.Spec.Node == att.Spec.Node && a.DeletionTimestamp.IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
+// nodesNotReady returns, for the attachments' nodes that cannot take a lock on the volume's
+// VG now, why: no agent report, a stale report, or a lockspace that is not started.
+func (r *VolumeAttachmentReconciler) nodesNotReady(ctx context.Context, vol *v1.SharedVolume, atts []v1.VolumeAttachment) (map[string]string, error) {
+	vgName := vol.Status.VolumeGroup
+	if vgName == "" {
+		vgName = string(vol.Spec.VolumeGroup)
+	}
+	var vg v1.VolumeGroup
+	if err := r.Get(ctx, types.NamespacedName{Name: vgName}, &vg); err != nil {
+		if apierrors.IsNotFound(err) {
+			err = nil
+		}
+		return map[string]string{}, err
+	}
+	entries := map[string]*v1.NodeLockspaceStatus{}
+	for i := range vg.Status.Nodes {
+		entries[vg.Status.Nodes[i].Node] = &vg.Status.Nodes[i]
+	}
+	now := time.Now()
+	out := map[string]string{}
+	for _, a := range atts {
+		node := string(a.Spec.Node)
+		e, ok := entries[node]
+		switch {
+		case !ok:
+			out[node] = fmt.Sprintf("no sharedlvm agent reports VG %s from node %s: is the agent running there, and does the VolumeGroup's nodeSelector select the node?", vg.Spec.VGName, node)
+		case !e.Fresh(now):
+			out[node] = fmt.Sprintf("the agent on node %s last reported at %s: the node or its agent may be down", node, e.LastReport)
+		case !e.LockspaceStarted:
+			out[node] = fmt.Sprintf("node %s has not started the lockspace of VG %s: %s", node, vg.Spec.VGName, e.Message)
+		}
+	}
+	return out, nil
 }
 
 func (r *VolumeAttachmentReconciler) condition(att *v1.VolumeAttachment, typ string, s metav1.ConditionStatus, reason, msg string) {
@@ -207,6 +278,18 @@ func (r *VolumeAttachmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&v1.SharedVolume{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return siblings(ctx, o.GetNamespace(), o.GetName())
 		})).
+		// A node starting (or losing) a lockspace changes which attachments can be planned.
+		Watches(&v1.VolumeGroup{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+			var atts v1.VolumeAttachmentList
+			if err := mgr.GetClient().List(ctx, &atts); err != nil {
+				return nil
+			}
+			reqs := make([]reconcile.Request, 0, len(atts.Items))
+			for _, a := range atts.Items {
+				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&a)})
+			}
+			return reqs
+		}), builder.WithPredicates(readyNodesChanged())).
 		Named("volumeattachment").
 		Complete(r)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -102,6 +103,24 @@ func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request)
 	default:
 		setCondition(&st.Conditions, gen, v1.ConditionLockspaceReady, metav1.ConditionTrue, "Started",
 			fmt.Sprintf("lockspace started on all %d selected nodes", len(selected)))
+	}
+	// Creation: when no selected node sees the VG and it was never reported, one node (the
+	// first by name with a fresh report) runs vgcreate --shared on spec.pvs.
+	st.CreateNode = ""
+	if st.VGUUID == "" && len(conflicts) == 0 {
+		now := time.Now()
+		seen, fresh := false, []string{}
+		for _, name := range selected {
+			if n, ok := reported[name]; ok {
+				seen = seen || n.VGFound || n.LockspaceStarted
+				if n.Fresh(now) {
+					fresh = append(fresh, name)
+				}
+			}
+		}
+		if !seen && len(fresh) > 0 {
+			st.CreateNode = fresh[0]
+		}
 	}
 	ready := started > 0 && len(conflicts) == 0
 	reason, msg := "Ready", fmt.Sprintf("%d node(s) can serve volumes of VG %s", started, vg.Spec.VGName)

@@ -1,5 +1,7 @@
 package v1alpha1
 
+import "time"
+
 // Condition types shared by the three resources. Every condition carries a Reason in
 // CamelCase and a Message a human can act on.
 const (
@@ -44,3 +46,21 @@ const (
 	// LockShared: `lvchange -asy`; every holder of the LV holds it shared.
 	LockShared LockMode = "Shared"
 )
+
+// ReportStaleAfter is how old an agent's lockspace entry may be before the operator stops
+// trusting it (no executor work, no attachment planning for that node). Agents report
+// every 30 s by default.
+const ReportStaleAfter = 2 * time.Minute
+
+// Fresh reports whether a node's entry was reported recently enough to act on.
+func (n *NodeLockspaceStatus) Fresh(now time.Time) bool {
+	return n.LastReport != nil && now.Sub(n.LastReport.Time) < ReportStaleAfter
+}
+
+// Ready reports whether the node can run LVM work on the VG now.
+func (n *NodeLockspaceStatus) Ready(now time.Time) bool {
+	return n.LockspaceStarted && n.Fresh(now)
+}
+
+// OwnerTag is the LVM tag that ties an LV to the SharedVolume with this UID.
+func OwnerTag(uid string) string { return TagOwnerUIDPrefix + uid }

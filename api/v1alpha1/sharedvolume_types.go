@@ -134,6 +134,10 @@ type SharedVolumeStatus struct {
 	// lock is the volume's lock mode and holders.
 	// +optional
 	Lock LockStatus `json:"lock,omitempty"`
+	// executorNode is the node the operator assigned to run this volume's LVM work (create,
+	// delete, extend) while no single node holds it exclusively.
+	// +optional
+	ExecutorNode string `json:"executorNode,omitempty"`
 	// progress of a long operation, absent when none runs.
 	// +optional
 	Progress *OperationProgress `json:"progress,omitempty"`
@@ -157,6 +161,7 @@ type SharedVolumeStatus struct {
 // +kubebuilder:printcolumn:name="Holders",type=string,JSONPath=`.status.lock.holders`
 // +kubebuilder:printcolumn:name="Progress",type=integer,JSONPath=`.status.progress.percent`,priority=1
 // +kubebuilder:printcolumn:name="LV UUID",type=string,JSONPath=`.status.lvUUID`,priority=1
+// +kubebuilder:printcolumn:name="Executor",type=string,JSONPath=`.status.executorNode`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type SharedVolume struct {
 	metav1.TypeMeta   `json:",inline"`

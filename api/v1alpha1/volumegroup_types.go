@@ -83,6 +83,8 @@ type NodeLockspaceStatus struct {
 	// hostID is the sanlock host_id the node uses in this lockspace (1..2000).
 	// +optional
 	HostID int32 `json:"hostID,omitempty"`
+	// vgFound is true when the node sees the VG on its PVs.
+	VGFound bool `json:"vgFound"`
 	// lockspaceStarted is true when `vgchange --lockstart` has completed on the node.
 	LockspaceStarted bool `json:"lockspaceStarted"`
 	// lastReport is when the agent last reported this entry.
@@ -126,6 +128,10 @@ type VolumeGroupStatus struct {
 	// +listType=map
 	// +listMapKey=node
 	Nodes []NodeLockspaceStatus `json:"nodes,omitempty"`
+	// createNode is the node the operator chose to create the VG (`vgcreate --shared`) when
+	// no selected node sees it yet.
+	// +optional
+	CreateNode string `json:"createNode,omitempty"`
 	// nodesReady is "started/selected" nodes, for display.
 	// +optional
 	NodesReady string `json:"nodesReady,omitempty"`

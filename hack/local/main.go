@@ -26,7 +26,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/sharedlvm/sharedlvm-operator/agent"
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	"github.com/sharedlvm/sharedlvm-operator/cmd"
 	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
@@ -90,7 +89,7 @@ func run(nodes int, samples bool, exitAfter time.Duration) error {
 		// sanlock running here it reports the lockspace as not started, with the reason.
 		ag, err := cmd.NewAgent(ctx, env.Config, cmd.AgentOptions{
 			NodeName: name, MetricsAddr: "0", ProbeAddr: "0",
-			Storage: &agent.NodeStorage{Exec: executor.Local{}}, ReportInterval: 10 * time.Second,
+			Executor: executor.Local{}, ReportInterval: 10 * time.Second,
 		})
 		if err != nil {
 			return err

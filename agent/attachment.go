@@ -1,0 +1,171 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+)
+
+// AttachmentResync is how often an applied attachment is checked against sanlock, so that a
+// lock lost behind the agent's back is noticed and taken again.
+const AttachmentResync = 30 * time.Second
+
+// AttachmentAgent applies, for each VolumeAttachment of this node, the lock the operator
+// wants (status.desiredLock), and reports the lock it then reads back from sanlock
+// (status.appliedLock) with the device path. It never decides a mode itself: the operator
+// orders transitions across nodes through this handshake.
+type AttachmentAgent struct {
+	client.Client
+	Node     *Node
+	Recorder recorder.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=sharedlvm.io,resources=volumeattachments,verbs=get;list;watch
+// +kubebuilder:rbac:groups=sharedlvm.io,resources=volumeattachments/status,verbs=get;patch;update
+
+func toActivation(m v1.LockMode) lvm.ActivationMode {
+	switch m {
+	case v1.LockExclusive:
+		return lvm.Exclusive
+	case v1.LockShared:
+		return lvm.Shared
+	}
+	return lvm.Deactivate
+}
+
+func fromActivation(m lvm.ActivationMode) v1.LockMode {
+	switch m {
+	case lvm.Exclusive:
+		return v1.LockExclusive
+	case lvm.Shared:
+		return v1.LockShared
+	}
+	return v1.LockNone
+}
+
+// Reconcile applies one attachment's desired lock.
+func (r *AttachmentAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	return quietConflicts(r.reconcile(ctx, req))
+}
+
+func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var att v1.VolumeAttachment
+	if err := r.Get(ctx, req.NamespacedName, &att); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if string(att.Spec.Node) != r.Node.Name {
+		return ctrl.Result{}, nil
+	}
+	orig := att.DeepCopy()
+	st := &att.Status
+	var vol v1.SharedVolume
+	err := r.Get(ctx, types.NamespacedName{Namespace: att.Namespace, Name: string(att.Spec.Volume)}, &vol)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, err
+	}
+	if err != nil || vol.Status.LVUUID == "" {
+		// No LV: nothing can be held. Say so, so that a deleted attachment can go.
+		if st.AppliedLock != v1.LockNone {
+			st.AppliedLock, st.DevicePath = v1.LockNone, ""
+		}
+		return ctrl.Result{}, r.patch(ctx, &att, orig)
+	}
+	vg, lvName, uuid := vol.Status.VGName, vol.Status.LVName, vol.Status.LVUUID
+	want := toActivation(st.DesiredLock)
+
+	defer r.Node.LockLV(uuid)()
+	sl, err := r.Node.SanlockStatus(ctx, 0)
+	if err != nil {
+		setCondition(&st.Conditions, att.Generation, v1.ConditionLockApplied, false, "SanlockUnavailable", "cannot read sanlock on node "+r.Node.Name+": "+err.Error())
+		_ = r.patch(ctx, &att, orig)
+		return ctrl.Result{}, err
+	}
+	have := LeaseMode(sl, vg, uuid)
+	if have != want {
+		if have == lvm.Deactivate && st.AppliedLock != "" && st.AppliedLock != v1.LockNone && st.AppliedLock == st.DesiredLock {
+			r.Recorder.Eventf(&att, nil, corev1.EventTypeWarning, "LockLost", "ApplyLock",
+				"node %s no longer held its %s lock on %s/%s; taking it again", r.Node.Name, st.AppliedLock, vg, lvName)
+		}
+		t0 := time.Now()
+		err := r.Node.LVM.Activate(ctx, vg, want, lvName)
+		r.Node.Invalidate()
+		if err != nil {
+			reason := lvm.KindOf(err).String()
+			msg := fmt.Sprintf("node %s could not take %s lock on %s/%s: %v", r.Node.Name, fromActivation(want), vg, lvName, err)
+			if lvm.KindOf(err) == lvm.KindLockHeldByOther {
+				msg += " (sanlock refused: another host holds it; retrying until it is released)"
+			}
+			if setCondition(&st.Conditions, att.Generation, v1.ConditionLockApplied, false, reason, msg) {
+				r.Recorder.Eventf(&att, nil, corev1.EventTypeWarning, "LockRefused", "ApplyLock", "%s", msg)
+			}
+			if perr := r.patch(ctx, &att, orig); perr != nil {
+				return ctrl.Result{}, perr
+			}
+			return ctrl.Result{}, err // exponential backoff, visible in the condition
+		}
+		log.FromContext(ctx).Info("lock applied", "lv", vg+"/"+lvName, "mode", fromActivation(want), "seconds", time.Since(t0).Seconds())
+		r.Recorder.Eventf(&att, nil, corev1.EventTypeNormal, "LockApplied", "ApplyLock",
+			"node %s now holds %s/%s %s (%.2fs)", r.Node.Name, vg, lvName, fromActivation(want), time.Since(t0).Seconds())
+		if sl, err = r.Node.SanlockStatus(ctx, 0); err != nil {
+			return ctrl.Result{}, err
+		}
+		have = LeaseMode(sl, vg, uuid)
+	}
+	// Report what sanlock says, not what was asked.
+	st.AppliedLock = fromActivation(have)
+	st.LVUUID = uuid
+	st.DevicePath = ""
+	if have != lvm.Deactivate {
+		st.DevicePath = "/dev/" + vg + "/" + lvName
+	}
+	if have == want {
+		setCondition(&st.Conditions, att.Generation, v1.ConditionLockApplied, true, "Applied",
+			fmt.Sprintf("node %s holds %s (read back from sanlock)", r.Node.Name, st.AppliedLock))
+	}
+	if err := r.patch(ctx, &att, orig); err != nil {
+		return ctrl.Result{}, err
+	}
+	if have == lvm.Deactivate {
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{RequeueAfter: AttachmentResync}, nil
+}
+
+func (r *AttachmentAgent) patch(ctx context.Context, att, orig *v1.VolumeAttachment) error {
+	return patchStatus(ctx, r.Client, att, orig, func(o client.Object) any { return o.(*v1.VolumeAttachment).Status })
+}
+
+// SetupWithManager registers the controller. The cache holds only this node's attachments;
+// a volume's change (its LV created, moved) re-checks this node's attachments of it.
+func (r *AttachmentAgent) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1.VolumeAttachment{}).
+		Watches(&v1.SharedVolume{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			var atts v1.VolumeAttachmentList
+			if err := mgr.GetClient().List(ctx, &atts, client.InNamespace(o.GetNamespace())); err != nil {
+				return nil
+			}
+			var reqs []reconcile.Request
+			for _, a := range atts.Items {
+				if string(a.Spec.Volume) == o.GetName() {
+					reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&a)})
+				}
+			}
+			return reqs
+		})).
+		Named("agent-attachment").
+		Complete(r)
+}

@@ -1,0 +1,125 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
+	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
+	"github.com/sharedlvm/sharedlvm-operator/agent/sanlock"
+)
+
+// Node is this node's storage, seen through the command layer: LVM, lvmlockd and sanlock,
+// run through one executor (the host itself, or a test-bed VM).
+type Node struct {
+	Name    string
+	LVM     *lvm.Client
+	Sanlock *sanlock.Client
+	exec    executor.Executor
+
+	mu   sync.Mutex
+	busy map[string]*sync.Mutex // per LV UUID (or vg/lv): one lock change at a time
+
+	hostID int32
+
+	snapMu   sync.Mutex
+	snap     *sanlock.Status
+	snapTime time.Time
+}
+
+// NewNode returns a Node running commands through e.
+func NewNode(name string, e executor.Executor) *Node {
+	return &Node{Name: name, LVM: lvm.New(e), Sanlock: &sanlock.Client{Exec: e}, exec: e, busy: map[string]*sync.Mutex{}}
+}
+
+// LockLV serializes this agent's lock changes on one LV (attach, detach, drift repair,
+// executor work); it returns the unlock function.
+func (n *Node) LockLV(key string) func() {
+	n.mu.Lock()
+	m, ok := n.busy[key]
+	if !ok {
+		m = &sync.Mutex{}
+		n.busy[key] = m
+	}
+	n.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+// TryLockLV is LockLV without waiting: false when another lock change on the LV is running.
+func (n *Node) TryLockLV(key string) (func(), bool) {
+	n.mu.Lock()
+	m, ok := n.busy[key]
+	if !ok {
+		m = &sync.Mutex{}
+		n.busy[key] = m
+	}
+	n.mu.Unlock()
+	if !m.TryLock() {
+		return nil, false
+	}
+	return m.Unlock, true
+}
+
+// HostID reads this node's sanlock host_id from LVM's configuration (lvmlocal.conf). A
+// successful reading is cached; a failure is not (the config may appear later).
+func (n *Node) HostID(ctx context.Context) (int32, error) {
+	n.mu.Lock()
+	id := n.hostID
+	n.mu.Unlock()
+	if id > 0 {
+		return id, nil
+	}
+	res, err := n.exec.Run(ctx, []string{"lvmconfig", "--typeconfig", "full", "local/host_id"})
+	if err != nil {
+		return 0, err
+	}
+	v, ok := strings.CutPrefix(strings.TrimSpace(string(res.Stdout)), "host_id=")
+	parsed, convErr := strconv.Atoi(v)
+	if res.ExitCode != 0 || !ok || convErr != nil || parsed < 1 || parsed > 2000 {
+		return 0, fmt.Errorf("lvmconfig local/host_id: want 1..2000, got %q (exit %d) %s", strings.TrimSpace(string(res.Stdout)), res.ExitCode, strings.TrimSpace(string(res.Stderr)))
+	}
+	n.mu.Lock()
+	n.hostID = int32(parsed)
+	n.mu.Unlock()
+	return int32(parsed), nil
+}
+
+// SanlockStatus returns `sanlock client status`, reusing a reading younger than maxAge so
+// that many reconciles in one burst cost one command. Lock changes call Invalidate.
+func (n *Node) SanlockStatus(ctx context.Context, maxAge time.Duration) (*sanlock.Status, error) {
+	n.snapMu.Lock()
+	defer n.snapMu.Unlock()
+	if n.snap != nil && time.Since(n.snapTime) < maxAge {
+		return n.snap, nil
+	}
+	st, err := n.Sanlock.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n.snap, n.snapTime = st, time.Now()
+	return st, nil
+}
+
+// Invalidate drops the cached sanlock reading after this node changed a lock.
+func (n *Node) Invalidate() {
+	n.snapMu.Lock()
+	n.snap = nil
+	n.snapMu.Unlock()
+}
+
+// LeaseMode returns the lock this node holds on an LV, read from sanlock (never from lvs).
+func LeaseMode(st *sanlock.Status, vg, lvUUID string) lvm.ActivationMode {
+	r, ok := st.Lease(vg, lvUUID)
+	switch {
+	case !ok:
+		return lvm.Deactivate
+	case r.Shared:
+		return lvm.Shared
+	}
+	return lvm.Exclusive
+}

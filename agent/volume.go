@@ -1,0 +1,274 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+)
+
+// WipeChunk is how much of a deleted LV one zeroing command clears; progress is reported
+// between chunks.
+const WipeChunk = 1 << 30
+
+// VolumeAgent runs the LVM work the operator assigns to this node (status.executorNode):
+// create the LV tagged with the volume's UID, wipe and remove it on delete, extend it. Every
+// step is idempotent: after a crash the LV is found again by its owner tag, never created
+// twice, and nothing removes an LV without that tag.
+type VolumeAgent struct {
+	client.Client
+	Node     *Node
+	Recorder recorder.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=sharedlvm.io,resources=sharedvolumes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=sharedlvm.io,resources=sharedvolumes/status,verbs=get;patch;update
+
+// Reconcile does this node's part of one volume.
+func (r *VolumeAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	return quietConflicts(r.reconcile(ctx, req))
+}
+
+func (r *VolumeAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var vol v1.SharedVolume
+	if err := r.Get(ctx, req.NamespacedName, &vol); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if vol.Status.ExecutorNode != r.Node.Name {
+		return ctrl.Result{}, nil
+	}
+	switch {
+	case !vol.DeletionTimestamp.IsZero():
+		if vol.Status.Phase == v1.VolumeDeleting && vol.Status.LVUUID != "" {
+			return r.delete(ctx, &vol)
+		}
+	case vol.Status.LVUUID == "":
+		return r.create(ctx, &vol)
+	case vol.Status.AllocatedSize != nil && vol.Spec.Size.Cmp(*vol.Status.AllocatedSize) > 0:
+		return r.extend(ctx, &vol)
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *VolumeAgent) fail(ctx context.Context, vol, orig *v1.SharedVolume, action string, err error) (ctrl.Result, error) {
+	reason := lvm.KindOf(err).String()
+	if reason == "Unknown" {
+		reason = action + "Failed"
+	}
+	msg := fmt.Sprintf("%s on node %s failed: %v", action, r.Node.Name, err)
+	if setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionProvisioned, vol.Status.LVUUID != "", reason, msg) {
+		r.Recorder.Eventf(vol, nil, corev1.EventTypeWarning, reason, action, "%s", msg)
+	}
+	if perr := r.patch(ctx, vol, orig); perr != nil {
+		return ctrl.Result{}, perr
+	}
+	switch lvm.KindOf(err) {
+	case lvm.KindInvalidName, lvm.KindAlreadyExists:
+		return ctrl.Result{}, nil // needs a change of spec; retrying would not help
+	}
+	return ctrl.Result{}, err // controller-runtime backs off exponentially
+}
+
+func (r *VolumeAgent) patch(ctx context.Context, vol, orig *v1.SharedVolume) error {
+	return patchStatus(ctx, r.Client, vol, orig, func(o client.Object) any { return o.(*v1.SharedVolume).Status })
+}
+
+func (r *VolumeAgent) vgOf(ctx context.Context, vol *v1.SharedVolume) (*v1.VolumeGroup, error) {
+	var vg v1.VolumeGroup
+	if err := r.Get(ctx, types.NamespacedName{Name: string(vol.Spec.VolumeGroup)}, &vg); err != nil {
+		return nil, err
+	}
+	return &vg, nil
+}
+
+func (r *VolumeAgent) create(ctx context.Context, vol *v1.SharedVolume) (ctrl.Result, error) {
+	orig := vol.DeepCopy()
+	if vol.Spec.Source != nil {
+		setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionProvisioned, false, "CopyNotSupported",
+			"creating a volume from another volume (spec.source) is not implemented yet; create it empty")
+		return ctrl.Result{}, r.patch(ctx, vol, orig)
+	}
+	vg, err := r.vgOf(ctx, vol)
+	if err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err) // the operator reports a missing VG
+	}
+	vgName, lvName, tag := string(vg.Spec.VGName), vol.LVName(), v1.OwnerTag(string(vol.UID))
+	defer r.Node.LockLV(vgName + "/" + lvName)()
+	t0 := time.Now()
+	rep, err := r.Node.LVM.Report(ctx, vgName)
+	if err != nil {
+		return r.fail(ctx, vol, orig, "Create", err)
+	}
+	lvmVG, _ := rep.VG(vgName)
+	var lv *lvm.LV
+	if owned := lvmVG.LVsWithTag(tag); len(owned) > 0 {
+		lv = &owned[0] // created before a crash: adopt, never create a second
+	} else if other, exists := lvmVG.LV(lvName); exists {
+		return r.fail(ctx, vol, orig, "Create", &lvm.Error{Kind: lvm.KindAlreadyExists,
+			Err: fmt.Errorf("an LV named %s already exists in VG %s and is not this volume's (it lacks tag %s, has %v): set spec.lvName to another name, or remove that LV if it is garbage", lvName, vgName, tag, other.Tags)})
+	} else {
+		pvs := make([]string, 0, len(vol.Spec.PVs))
+		for _, p := range vol.Spec.PVs {
+			pvs = append(pvs, string(p))
+		}
+		// -an: a new volume has no attachment, so no node may hold its lock (the lock rule).
+		if err := r.Node.LVM.CreateLV(ctx, vgName, lvName, vol.Spec.Size.Value(), lvm.CreateOptions{
+			Tags: []string{tag, v1.TagManaged}, PVs: pvs, Activate: lvm.Deactivate}); err != nil {
+			return r.fail(ctx, vol, orig, "Create", err)
+		}
+		if rep, err = r.Node.LVM.Report(ctx, vgName); err != nil {
+			return r.fail(ctx, vol, orig, "Create", err)
+		}
+		lvmVG, _ = rep.VG(vgName)
+		owned := lvmVG.LVsWithTag(tag)
+		if len(owned) == 0 {
+			return r.fail(ctx, vol, orig, "Create", fmt.Errorf("LV %s/%s not found after lvcreate", vgName, lvName))
+		}
+		lv = &owned[0]
+		r.Recorder.Eventf(vol, nil, corev1.EventTypeNormal, "Created", "Create",
+			"node %s created LV %s/%s (%s, UUID %s) in %.2fs", r.Node.Name, vgName, lv.Name, quantity(lv.Size), lv.UUID, time.Since(t0).Seconds())
+	}
+	r.recordLV(vol, vg.Name, vgName, lv)
+	setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionProvisioned, true, "Created",
+		fmt.Sprintf("LV %s/%s exists (UUID %s)", vgName, lv.Name, lv.UUID))
+	log.FromContext(ctx).Info("volume provisioned", "lv", vgName+"/"+lv.Name, "uuid", lv.UUID)
+	return ctrl.Result{}, r.patch(ctx, vol, orig)
+}
+
+func (r *VolumeAgent) recordLV(vol *v1.SharedVolume, vgCR, vgName string, lv *lvm.LV) {
+	st := &vol.Status
+	st.VolumeGroup, st.VGName, st.LVName, st.LVUUID = vgCR, vgName, lv.Name, lv.UUID
+	st.Path = "/dev/" + vgName + "/" + lv.Name
+	size := resource.NewQuantity(lv.Size, resource.BinarySI)
+	st.AllocatedSize = size
+	st.PVs = nil
+	for _, d := range lv.Devices {
+		st.PVs = append(st.PVs, d)
+	}
+}
+
+func (r *VolumeAgent) delete(ctx context.Context, vol *v1.SharedVolume) (ctrl.Result, error) {
+	orig := vol.DeepCopy()
+	st := &vol.Status
+	vgName, lvName, tag := st.VGName, st.LVName, v1.OwnerTag(string(vol.UID))
+	defer r.Node.LockLV(st.LVUUID)()
+	rep, err := r.Node.LVM.Report(ctx, vgName)
+	if err != nil {
+		return r.fail(ctx, vol, orig, "Delete", err)
+	}
+	lvmVG, _ := rep.VG(vgName)
+	lv, exists := lvmVG.LV(lvName)
+	switch {
+	case !exists:
+		// Removed before a crash (or by hand): nothing left to do.
+	case !lv.HasTag(tag) || lv.UUID != st.LVUUID:
+		return r.fail(ctx, vol, orig, "Delete", fmt.Errorf("LV %s/%s is not this volume's (UUID %s, tags %v): refusing to remove it", vgName, lvName, lv.UUID, lv.Tags))
+	default:
+		policy := v1.WipeZero
+		if vg, err := r.vgOf(ctx, vol); err == nil && vg.Spec.WipePolicy != "" {
+			policy = vg.Spec.WipePolicy
+		} else if err != nil && !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, err
+		}
+		t0 := time.Now()
+		if policy == v1.WipeZero {
+			if err := r.wipe(ctx, vol, vgName, lv); err != nil {
+				_ = r.Node.LVM.Activate(ctx, vgName, lvm.Deactivate, lvName)
+				r.Node.Invalidate()
+				return r.fail(ctx, vol, orig, "Wipe", err)
+			}
+		}
+		if err := r.Node.LVM.RemoveOwnedLV(ctx, vgName, lvName, tag); err != nil {
+			return r.fail(ctx, vol, orig, "Delete", err)
+		}
+		r.Node.Invalidate()
+		r.Recorder.Eventf(vol, nil, corev1.EventTypeNormal, "LVRemoved", "Delete",
+			"node %s wiped (policy %s) and removed LV %s/%s in %.2fs", r.Node.Name, policy, vgName, lvName, time.Since(t0).Seconds())
+	}
+	st.LVUUID, st.Path, st.Progress, st.AllocatedSize, st.PVs = "", "", nil, nil, nil
+	setCondition(&st.Conditions, vol.Generation, v1.ConditionProvisioned, false, "Deleted", fmt.Sprintf("LV %s/%s removed", vgName, lvName))
+	return ctrl.Result{}, r.patch(ctx, vol, orig)
+}
+
+// wipe zeroes the whole LV (Cinder's volume_clear = zero) with the exclusive lock held,
+// chunk by chunk, reporting progress. `blkdiscard --zeroout` lets the array offload it
+// (WRITE SAME/ZEROES) where it can.
+func (r *VolumeAgent) wipe(ctx context.Context, vol *v1.SharedVolume, vgName string, lv *lvm.LV) error {
+	if err := r.Node.LVM.Activate(ctx, vgName, lvm.Exclusive, lv.Name); err != nil {
+		return err
+	}
+	r.Node.Invalidate()
+	dev := "/dev/" + vgName + "/" + lv.Name
+	start := metav1.Now()
+	for off := int64(0); off < lv.Size; off += WipeChunk {
+		n := min(int64(WipeChunk), lv.Size-off)
+		res, err := r.Node.exec.Run(ctx, []string{"blkdiscard", "--zeroout", "--offset", strconv.FormatInt(off, 10), "--length", strconv.FormatInt(n, 10), dev})
+		if err != nil {
+			return err
+		}
+		if res.ExitCode != 0 {
+			return fmt.Errorf("blkdiscard --zeroout %s: exit %d: %s", dev, res.ExitCode, res.Stderr)
+		}
+		if lv.Size > WipeChunk {
+			orig := vol.DeepCopy()
+			vol.Status.Progress = &v1.OperationProgress{Operation: "wipe", Percent: int32((off + n) * 100 / lv.Size), Node: r.Node.Name, StartTime: &start}
+			if err := r.patch(ctx, vol, orig); err != nil {
+				return err
+			}
+		}
+	}
+	err := r.Node.LVM.Activate(ctx, vgName, lvm.Deactivate, lv.Name)
+	r.Node.Invalidate()
+	return err
+}
+
+func (r *VolumeAgent) extend(ctx context.Context, vol *v1.SharedVolume) (ctrl.Result, error) {
+	orig := vol.DeepCopy()
+	st := &vol.Status
+	defer r.Node.LockLV(st.LVUUID)()
+	t0 := time.Now()
+	// The holder extends under its exclusive lock; an unheld LV is extended by LVM under a
+	// transient lock. A shared holder never gets here (the operator waits with a condition).
+	if err := r.Node.LVM.ExtendLV(ctx, st.VGName, st.LVName, vol.Spec.Size.Value(), false); err != nil {
+		return r.fail(ctx, vol, orig, "Extend", err)
+	}
+	rep, err := r.Node.LVM.Report(ctx, st.VGName)
+	if err != nil {
+		return r.fail(ctx, vol, orig, "Extend", err)
+	}
+	lvmVG, _ := rep.VG(st.VGName)
+	lv, ok := lvmVG.LV(st.LVName)
+	if !ok {
+		return r.fail(ctx, vol, orig, "Extend", &lvm.Error{Kind: lvm.KindLVNotFound, Err: fmt.Errorf("LV %s/%s vanished", st.VGName, st.LVName)})
+	}
+	r.recordLV(vol, st.VolumeGroup, st.VGName, lv)
+	setCondition(&st.Conditions, vol.Generation, v1.ConditionProvisioned, true, "Extended", fmt.Sprintf("LV %s/%s is %s", st.VGName, lv.Name, quantity(lv.Size)))
+	r.Recorder.Eventf(vol, nil, corev1.EventTypeNormal, "Extended", "Extend", "node %s extended LV %s/%s to %s in %.2fs", r.Node.Name, st.VGName, lv.Name, quantity(lv.Size), time.Since(t0).Seconds())
+	return ctrl.Result{}, r.patch(ctx, vol, orig)
+}
+
+// SetupWithManager registers the controller; only volumes assigned to this node matter.
+func (r *VolumeAgent) SetupWithManager(mgr ctrl.Manager) error {
+	mine := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.(*v1.SharedVolume).Status.ExecutorNode == r.Node.Name
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1.SharedVolume{}, builder.WithPredicates(mine)).
+		Named("agent-volume").
+		Complete(r)
+}

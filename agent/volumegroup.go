@@ -1,0 +1,367 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
+	"github.com/sharedlvm/sharedlvm-operator/agent/sanlock"
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+)
+
+// DefaultReportInterval is how often an agent refreshes its view of each VG.
+const DefaultReportInterval = 30 * time.Second
+
+// VGReportFieldManager owns the VG-wide status fields. Every agent uses the same manager
+// name, and only the current reporter node applies with it, so a change of reporter never
+// drops fields.
+const VGReportFieldManager = "sharedlvm-agent-vgreport"
+
+// VolumeGroupAgent keeps this node's side of every VolumeGroup that selects it: it starts the
+// lockspace (refusing when another node uses the same sanlock host_id), creates the VG when
+// the operator assigns it, reports its own status.nodes entry with server-side apply (field
+// manager sharedlvm-agent/<node>), writes the VG-wide report when it is the reporter, and
+// finds and repairs lock drift: a lease held here that no attachment asks for.
+// Each cycle costs one `sanlock client status` and one `lvm fullreport`, whatever the
+// number of LVs.
+type VolumeGroupAgent struct {
+	client.Client
+	Node           *Node
+	Recorder       recorder.EventRecorder
+	ReportInterval time.Duration
+	Now            func() time.Time
+}
+
+// +kubebuilder:rbac:groups=sharedlvm.io,resources=volumegroups,verbs=get;list;watch
+// +kubebuilder:rbac:groups=sharedlvm.io,resources=volumegroups/status,verbs=get;patch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// FieldManager is the server-side-apply field manager of this node's entry.
+func (r *VolumeGroupAgent) FieldManager() string { return "sharedlvm-agent/" + r.Node.Name }
+
+func (r *VolumeGroupAgent) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *VolumeGroupAgent) interval() time.Duration {
+	if r.ReportInterval > 0 {
+		return r.ReportInterval
+	}
+	return DefaultReportInterval
+}
+
+// Reconcile runs one report cycle for one VG.
+func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	var vg v1.VolumeGroup
+	if err := r.Get(ctx, req.NamespacedName, &vg); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	var node corev1.Node
+	if err := r.Get(ctx, types.NamespacedName{Name: r.Node.Name}, &node); err != nil {
+		return ctrl.Result{}, err
+	}
+	selected, err := selects(vg.Spec.NodeSelector, node.Labels)
+	if err != nil {
+		return ctrl.Result{}, nil // the operator reports an invalid selector on the VG
+	}
+	if !selected {
+		return ctrl.Result{}, r.applyEntry(ctx, vg.Name, nil)
+	}
+	vgName := string(vg.Spec.VGName)
+	entry := v1.NodeLockspaceStatus{Node: r.Node.Name}
+	hostID, hidErr := r.Node.HostID(ctx)
+	entry.HostID = hostID
+	var msgs []string
+	if hidErr != nil {
+		msgs = append(msgs, "cannot read local/host_id: "+hidErr.Error())
+	}
+
+	st, slErr := r.Node.Sanlock.Status(ctx)
+	if slErr != nil {
+		msgs = append(msgs, "sanlock not answering: "+slErr.Error())
+	}
+	started := false
+	if st != nil {
+		if ls, ok := st.Lockspace(vgName); ok && !ls.Adding && !ls.Removing {
+			started = true
+			entry.HostID = int32(ls.HostID)
+		}
+	}
+
+	report, repErr := r.Node.LVM.Report(ctx, vgName)
+	if lvm.KindOf(repErr) == lvm.KindVGNotFound && vg.Status.CreateNode == r.Node.Name && slErr == nil {
+		report, repErr = r.createVG(ctx, &vg)
+		if repErr == nil {
+			started = true // vgcreate --shared starts the lockspace on the creating node
+		}
+	}
+	var lvmVG *lvm.VG
+	switch {
+	case repErr == nil:
+		lvmVG, entry.VGFound = report.VG(vgName)
+	case lvm.KindOf(repErr) == lvm.KindVGNotFound:
+		msgs = append(msgs, fmt.Sprintf("VG %s is not visible on this node's devices", vgName))
+	default:
+		msgs = append(msgs, "LVM report failed: "+repErr.Error())
+	}
+
+	conflict := r.hostIDConflict(&vg, entry.HostID)
+	switch {
+	case conflict != "":
+		msg := fmt.Sprintf("sanlock host_id %d is also used by node %s: refusing to start the lockspace (two nodes with one host_id can both write one LV); give this node a unique local/host_id in /etc/lvm/lvmlocal.conf", entry.HostID, conflict)
+		msgs = append(msgs, msg)
+		if !started {
+			r.Recorder.Eventf(&vg, nil, corev1.EventTypeWarning, "DuplicateHostID", "Lockstart", "node %s: %s", r.Node.Name, msg)
+		}
+	case !started && entry.VGFound && hidErr == nil && slErr == nil:
+		t0 := time.Now()
+		attempts, err := r.Node.LVM.Lockstart(ctx, vgName)
+		r.Node.Invalidate()
+		if err != nil {
+			msgs = append(msgs, fmt.Sprintf("lockstart failed after %d attempt(s): %v", attempts, err))
+			r.Recorder.Eventf(&vg, nil, corev1.EventTypeWarning, "LockstartFailed", "Lockstart", "node %s: %v", r.Node.Name, err)
+		} else {
+			started = true
+			logger.Info("lockspace started", "vg", vgName, "attempts", attempts, "seconds", time.Since(t0).Seconds())
+			r.Recorder.Eventf(&vg, nil, corev1.EventTypeNormal, "LockspaceStarted", "Lockstart",
+				"node %s joined lockspace lvm_%s as host_id %d in %.1fs (%d attempt(s))", r.Node.Name, vgName, entry.HostID, time.Since(t0).Seconds(), attempts)
+		}
+	}
+	entry.LockspaceStarted = started
+	if len(msgs) > 0 {
+		entry.Message = msgs[0]
+	}
+	now := metav1.NewTime(r.now())
+	entry.LastReport = &now
+	if err := r.applyEntry(ctx, vg.Name, &entry); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	if started && lvmVG != nil {
+		if r.isReporter(&vg, now.Time) {
+			if err := r.applyVGReport(ctx, vg.Name, lvmVG); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
+		if st != nil {
+			r.repairDrift(ctx, vgName, st, lvmVG)
+		}
+	}
+	return ctrl.Result{RequeueAfter: r.interval()}, nil
+}
+
+func (r *VolumeGroupAgent) createVG(ctx context.Context, vg *v1.VolumeGroup) (*lvm.Report, error) {
+	pvs := make([]string, 0, len(vg.Spec.PVs))
+	for _, p := range vg.Spec.PVs {
+		pvs = append(pvs, string(p))
+	}
+	t0 := time.Now()
+	if err := r.Node.LVM.CreateSharedVG(ctx, string(vg.Spec.VGName), pvs); err != nil {
+		r.Recorder.Eventf(vg, nil, corev1.EventTypeWarning, "VGCreateFailed", "CreateVG", "node %s: %v", r.Node.Name, err)
+		return nil, err
+	}
+	r.Recorder.Eventf(vg, nil, corev1.EventTypeNormal, "VGCreated", "CreateVG",
+		"node %s created shared VG %s on %v in %.1fs", r.Node.Name, vg.Spec.VGName, pvs, time.Since(t0).Seconds())
+	return r.Node.LVM.Report(ctx, string(vg.Spec.VGName))
+}
+
+// hostIDConflict returns another fresh node reporting the same host_id, or "".
+func (r *VolumeGroupAgent) hostIDConflict(vg *v1.VolumeGroup, hostID int32) string {
+	if hostID <= 0 {
+		return ""
+	}
+	now := r.now()
+	for i := range vg.Status.Nodes {
+		n := &vg.Status.Nodes[i]
+		if n.Node != r.Node.Name && n.HostID == hostID && n.Fresh(now) {
+			return n.Node
+		}
+	}
+	return ""
+}
+
+// isReporter: the VG-wide report comes from one node, the first (by name) of the nodes whose
+// lockspace is started and whose report is fresh, so no operator decision is needed and a
+// dead reporter is replaced once its entry goes stale.
+func (r *VolumeGroupAgent) isReporter(vg *v1.VolumeGroup, now time.Time) bool {
+	var ready []string
+	for i := range vg.Status.Nodes {
+		n := &vg.Status.Nodes[i]
+		if n.Node != r.Node.Name && n.Ready(now) {
+			ready = append(ready, n.Node)
+		}
+	}
+	ready = append(ready, r.Node.Name)
+	sort.Strings(ready)
+	return ready[0] == r.Node.Name
+}
+
+func (r *VolumeGroupAgent) applyEntry(ctx context.Context, vgName string, e *v1.NodeLockspaceStatus) error {
+	nodes := []any{}
+	if e != nil {
+		m := map[string]any{"node": e.Node, "vgFound": e.VGFound, "lockspaceStarted": e.LockspaceStarted}
+		if e.HostID > 0 {
+			m["hostID"] = int64(e.HostID)
+		}
+		if e.LastReport != nil {
+			m["lastReport"] = e.LastReport.UTC().Format(time.RFC3339)
+		}
+		if e.Message != "" {
+			m["message"] = e.Message
+		}
+		nodes = append(nodes, m)
+	}
+	u := vgApplyObject(vgName)
+	if err := unstructured.SetNestedSlice(u.Object, nodes, "status", "nodes"); err != nil {
+		return err
+	}
+	return r.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(r.FieldManager()), client.ForceOwnership)
+}
+
+func quantity(bytes int64) string { return resource.NewQuantity(bytes, resource.BinarySI).String() }
+
+func (r *VolumeGroupAgent) applyVGReport(ctx context.Context, vgName string, vg *lvm.VG) error {
+	pvs := make([]any, 0, len(vg.PVs))
+	for _, p := range vg.PVs {
+		pv := map[string]any{"name": p.Name, "uuid": p.UUID, "size": quantity(p.Size), "free": quantity(p.Free), "used": quantity(p.Used)}
+		if p.Missing {
+			pv["missing"] = true
+		}
+		pvs = append(pvs, pv)
+	}
+	u := vgApplyObject(vgName)
+	u.Object["status"] = map[string]any{
+		"vgUUID": vg.UUID, "size": quantity(vg.Size), "free": quantity(vg.Free), "extentSize": quantity(vg.ExtentSize),
+		"pvCount": int64(vg.PVCount), "lvCount": int64(vg.LVCount), "pvs": pvs,
+	}
+	return r.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(VGReportFieldManager), client.ForceOwnership)
+}
+
+func vgApplyObject(name string) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion(v1.GroupVersion.String())
+	u.SetKind("VolumeGroup")
+	u.SetName(name)
+	return u
+}
+
+// repairDrift finds leases this node holds on managed LVs of the VG that no attachment on this
+// node asks for, reports them on the volume and releases them when safe: only LVs carrying
+// the product's tag, never one another operation on this node is changing right now.
+func (r *VolumeGroupAgent) repairDrift(ctx context.Context, vgName string, st *sanlock.Status, vg *lvm.VG) {
+	logger := log.FromContext(ctx)
+	var atts v1.VolumeAttachmentList
+	if err := r.List(ctx, &atts); err != nil {
+		return
+	}
+	wanted := map[string]bool{} // LV UUIDs attached to this node
+	for _, a := range atts.Items {
+		if string(a.Spec.Node) == r.Node.Name && a.Status.LVUUID != "" {
+			wanted[a.Status.LVUUID] = true
+		}
+	}
+	for _, res := range st.Resources {
+		if res.Lockspace != "lvm_"+vgName || wanted[res.Name] {
+			continue
+		}
+		var lv *lvm.LV
+		for i := range vg.LVs {
+			if vg.LVs[i].UUID == res.Name {
+				lv = &vg.LVs[i]
+			}
+		}
+		if lv == nil || !lv.HasTag(v1.TagManaged) {
+			continue // not ours to touch
+		}
+		vol := r.volumeByUUID(ctx, res.Name)
+		if vol != nil && r.attachedHere(ctx, vol) {
+			continue // an attachment exists but has not recorded the UUID yet
+		}
+		unlock, ok := r.Node.TryLockLV(res.Name)
+		if !ok {
+			continue // an operation of this agent holds it on purpose (create, wipe, extend)
+		}
+		err := r.Node.LVM.Activate(ctx, vgName, lvm.Deactivate, lv.Name)
+		r.Node.Invalidate()
+		unlock()
+		msg := fmt.Sprintf("node %s held a lock on LV %s/%s with no attachment", r.Node.Name, vgName, lv.Name)
+		if err != nil {
+			msg += "; releasing it failed: " + err.Error()
+		} else {
+			msg += "; released it"
+		}
+		logger.Info("lock drift", "lv", lv.Name, "released", err == nil)
+		if vol != nil {
+			r.Recorder.Eventf(vol, nil, corev1.EventTypeWarning, "LockDrift", "RepairDrift", "%s", msg)
+		}
+	}
+}
+
+func (r *VolumeGroupAgent) volumeByUUID(ctx context.Context, uuid string) *v1.SharedVolume {
+	var vols v1.SharedVolumeList
+	if err := r.List(ctx, &vols, client.MatchingFields{IndexVolumeLVUUID: uuid}); err != nil || len(vols.Items) == 0 {
+		return nil
+	}
+	return &vols.Items[0]
+}
+
+func (r *VolumeGroupAgent) attachedHere(ctx context.Context, vol *v1.SharedVolume) bool {
+	var atts v1.VolumeAttachmentList
+	if err := r.List(ctx, &atts, client.InNamespace(vol.Namespace)); err != nil {
+		return true // when unsure, do not release
+	}
+	for _, a := range atts.Items {
+		if string(a.Spec.Volume) == vol.Name && string(a.Spec.Node) == r.Node.Name {
+			return true
+		}
+	}
+	return false
+}
+
+func selects(sel *metav1.LabelSelector, nodeLabels map[string]string) (bool, error) {
+	if sel == nil {
+		return true, nil
+	}
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		return false, err
+	}
+	return s.Matches(labels.Set(nodeLabels)), nil
+}
+
+// SetupWithManager registers the controller. Only spec changes, the create assignment and
+// the periodic requeue trigger a cycle: reacting to every status write would answer each
+// agent's report with one of our own.
+func (r *VolumeGroupAgent) SetupWithManager(mgr ctrl.Manager) error {
+	createAssigned := predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld.(*v1.VolumeGroup), e.ObjectNew.(*v1.VolumeGroup)
+		return o.Status.CreateNode != n.Status.CreateNode
+	}}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1.VolumeGroup{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, createAssigned))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Named("agent-volumegroup").
+		Complete(r)
+}

@@ -1,0 +1,195 @@
+// Package flows_test runs the real operator and one real agent per node against a real
+// kube-apiserver (envtest), with the agents' commands answered by fakelvm, an in-memory model
+// of shared LVM + sanlock that refuses what the real tools refuse. The storage tier runs the
+// same flows on real VMs.
+package flows_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/cmd"
+	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/test/fakelvm"
+)
+
+func TestFlows(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Core flows: operator + agents over a model of shared LVM (envtest)")
+}
+
+var (
+	env     *envtestutil.Env
+	k8s     client.Client
+	ctx     context.Context
+	cancel  context.CancelFunc
+	storage *fakelvm.Cluster
+
+	procMu sync.Mutex
+	procs  = map[string]context.CancelFunc{} // running operator/agents by name
+)
+
+const (
+	vgName  = "vg1"
+	vgCR    = "vg1"
+	nodeSel = "sharedlvm-test"
+)
+
+// startAgent runs the real agent for a node over the model, with exec wrapping the model
+// host when a test needs to intercept commands.
+func startAgent(node string, exec executor.Executor) {
+	actx, acancel := context.WithCancel(ctx)
+	mgr, err := cmd.NewAgent(actx, env.Config, cmd.AgentOptions{
+		NodeName: node, MetricsAddr: "0", ProbeAddr: "0", Executor: exec, ReportInterval: 2 * time.Second,
+	})
+	Expect(err).NotTo(HaveOccurred())
+	done := make(chan struct{})
+	go func() {
+		defer GinkgoRecover()
+		defer close(done)
+		Expect(mgr.Start(actx)).To(Succeed())
+	}()
+	procMu.Lock()
+	procs[node] = func() { acancel(); <-done }
+	procMu.Unlock()
+}
+
+func startOperator() {
+	octx, ocancel := context.WithCancel(ctx)
+	mgr, err := cmd.NewOperator(octx, env.Config, cmd.OperatorOptions{MetricsAddr: "0", ProbeAddr: "0"})
+	Expect(err).NotTo(HaveOccurred())
+	done := make(chan struct{})
+	go func() {
+		defer GinkgoRecover()
+		defer close(done)
+		Expect(mgr.Start(octx)).To(Succeed())
+	}()
+	procMu.Lock()
+	procs["operator"] = func() { ocancel(); <-done }
+	procMu.Unlock()
+}
+
+// stop kills a running operator or agent (its in-flight work is abandoned mid-way).
+func stop(name string) {
+	procMu.Lock()
+	f := procs[name]
+	delete(procs, name)
+	procMu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	ctx, cancel = context.WithCancel(context.Background())
+	var err error
+	env, err = envtestutil.Start()
+	Expect(err).NotTo(HaveOccurred())
+	k8s, err = client.New(env.Config, client.Options{Scheme: cmd.Scheme()})
+	Expect(err).NotTo(HaveOccurred())
+	SetDefaultEventuallyTimeout(30 * time.Second)
+	SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
+
+	storage = fakelvm.New()
+	storage.CreateVG(vgName, map[string]int64{"/dev/vda": 1 << 30, "/dev/vdb": 1 << 30})
+	for i := 1; i <= 2; i++ {
+		name := fmt.Sprintf("node-%d", i)
+		Expect(k8s.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{nodeSel: "yes"}}})).To(Succeed())
+		storage.Host(i)
+		startAgent(name, storage.Host(i))
+	}
+	startOperator()
+	Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "cloud"}})).To(Succeed())
+	Expect(k8s.Create(ctx, &v1.VolumeGroup{
+		ObjectMeta: metav1.ObjectMeta{Name: vgCR},
+		Spec: v1.VolumeGroupSpec{VGName: vgName, PVs: []v1.DevicePath{"/dev/vda", "/dev/vdb"},
+			NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{nodeSel: "yes"}}},
+	})).To(Succeed())
+})
+
+var _ = AfterSuite(func() {
+	procMu.Lock()
+	names := make([]string, 0, len(procs))
+	for n := range procs {
+		names = append(names, n)
+	}
+	procMu.Unlock()
+	for _, n := range names {
+		stop(n)
+	}
+	cancel()
+	if env != nil {
+		Expect(env.Stop()).To(Succeed())
+	}
+})
+
+func get[T client.Object](o T) T {
+	Expect(k8s.Get(ctx, client.ObjectKeyFromObject(o), o)).To(Succeed())
+	return o
+}
+
+func gone(o client.Object) bool {
+	err := k8s.Get(ctx, client.ObjectKeyFromObject(o), o)
+	return err != nil && client.IgnoreNotFound(err) == nil
+}
+
+func eventReasons(o client.Object) []string {
+	var list eventsv1.EventList
+	if err := k8s.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range list.Items {
+		if e.Regarding.UID == o.GetUID() {
+			out = append(out, e.Reason)
+		}
+	}
+	return out
+}
+
+// holders returns the model's truth: which host holds which mode on an LV.
+func holders(lvName string) map[int]string {
+	for _, l := range storage.LVs(vgName) {
+		if l.Name == lvName {
+			return l.Holders
+		}
+	}
+	return nil
+}
+
+func lvsNamed(prefix string) []fakelvm.LV {
+	var out []fakelvm.LV
+	for _, l := range storage.LVs(vgName) {
+		if strings.HasPrefix(l.Name, prefix) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// lockChangesOn returns the order of successful lvchange calls on an LV, as "host:mode".
+func lockChangesOn(lvName string, since int) []string {
+	var out []string
+	for _, c := range storage.Log()[since:] {
+		if c.Exit == 0 && len(c.Argv) >= 3 && c.Argv[0] == "lvchange" && strings.HasPrefix(c.Argv[1], "-a") && c.Argv[2] == vgName+"/"+lvName {
+			out = append(out, fmt.Sprintf("%d:%s", c.Host, strings.TrimPrefix(c.Argv[1], "-a")))
+		}
+	}
+	return out
+}
