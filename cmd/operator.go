@@ -12,7 +12,9 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -58,6 +60,9 @@ func NewOperator(ctx context.Context, cfg *rest.Config, o OperatorOptions) (mana
 		// Leaving promptly on SIGTERM hands leadership over without waiting for the lease
 		// to expire; safe because every reconcile is idempotent.
 		LeaderElectionReleaseOnCancel: true,
+		// Tests restart the operator inside one process (crash safety); names stay unique
+		// within a manager, which is what the metric labels need.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)

@@ -152,7 +152,7 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 	if equalStatus(orig.Status, att.Status) {
 		return res, nil
 	}
-	if orig.Status.DesiredLock != st.DesiredLock {
+	if orDefault(orig.Status.DesiredLock) != orDefault(st.DesiredLock) {
 		r.Recorder.Eventf(&att, nil, corev1.EventTypeNormal, "LockPlanned", "PlanLock",
 			"node %s should now hold volume %s %s (was %s)", att.Spec.Node, att.Spec.Volume, st.DesiredLock, orDefault(orig.Status.DesiredLock))
 	}

@@ -40,8 +40,10 @@ var (
 	cancel  context.CancelFunc
 	storage *fakelvm.Cluster
 
-	procMu sync.Mutex
-	procs  = map[string]context.CancelFunc{} // running operator/agents by name
+	procMu  sync.Mutex
+	procs   = map[string]context.CancelFunc{} // stop and wait, by operator/agent name
+	crashes = map[string]context.CancelFunc{} // stop without waiting (usable from a hook)
+	dones   = map[string]chan struct{}{}
 )
 
 const (
@@ -66,6 +68,30 @@ func startAgent(node string, exec executor.Executor) {
 	}()
 	procMu.Lock()
 	procs[node] = func() { acancel(); <-done }
+	crashes[node], dones[node] = acancel, done
+	procMu.Unlock()
+}
+
+// crash ends a process at once without waiting for it (callable from a command hook).
+func crash(name string) {
+	procMu.Lock()
+	f := crashes[name]
+	procMu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// waitStopped waits until a crashed process has exited and forgets it.
+func waitStopped(name string) {
+	procMu.Lock()
+	done := dones[name]
+	procMu.Unlock()
+	Eventually(done).Should(BeClosed())
+	procMu.Lock()
+	delete(procs, name)
+	delete(crashes, name)
+	delete(dones, name)
 	procMu.Unlock()
 }
 
@@ -81,6 +107,7 @@ func startOperator() {
 	}()
 	procMu.Lock()
 	procs["operator"] = func() { ocancel(); <-done }
+	crashes["operator"], dones["operator"] = ocancel, done
 	procMu.Unlock()
 }
 
@@ -121,6 +148,11 @@ var _ = BeforeSuite(func() {
 		Spec: v1.VolumeGroupSpec{VGName: vgName, PVs: []v1.DevicePath{"/dev/vda", "/dev/vdb"},
 			NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{nodeSel: "yes"}}},
 	})).To(Succeed())
+	// Every spec starts from lockspaces started on both nodes.
+	Eventually(func() string {
+		vg := &v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: vgCR}}
+		return get(vg).Status.NodesReady
+	}).Should(Equal("2/2"))
 })
 
 var _ = AfterSuite(func() {
