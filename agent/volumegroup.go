@@ -315,6 +315,16 @@ func (r *VolumeGroupAgent) repairDrift(ctx context.Context, vgName string, st *s
 		logger.Info("lock drift", "lv", lv.Name, "released", err == nil)
 		if vol != nil {
 			r.Recorder.Eventf(vol, nil, corev1.EventTypeWarning, "LockDrift", "RepairDrift", "%s", msg)
+			orig := vol.DeepCopy()
+			reason := "Repaired"
+			if err != nil {
+				reason = "ReleaseFailed"
+			}
+			// True while the drift persists (the release failed); False once repaired, with
+			// what was found, so `kubectl describe` shows it.
+			setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionLockDrift, err != nil, reason,
+				msg+" at "+time.Now().UTC().Format(time.RFC3339))
+			_ = patchStatus(ctx, r.Client, vol, orig, func(o client.Object) any { return o.(*v1.SharedVolume).Status })
 		}
 	}
 }

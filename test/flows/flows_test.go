@@ -311,6 +311,12 @@ var _ = Describe("bad input and failures get conditions and Events", func() {
 		Eventually(func() map[int]string { return holders("contended") }).Should(Equal(map[int]string{1: "ex"}))
 		attached(a, v1.LockExclusive)
 		Eventually(func() []string { return eventReasons(vol) }).Should(ContainElement("LockDrift"))
+		Eventually(func(g Gomega) {
+			c := meta.FindStatusCondition(get(vol).Status.Conditions, v1.ConditionLockDrift)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Reason).To(Equal("Repaired"))
+			g.Expect(c.Message).To(ContainSubstring("node node-2 held a lock on LV vg1/contended with no attachment; released it"))
+		}).Should(Succeed())
 		Expect(k8s.Delete(ctx, a)).To(Succeed())
 		Eventually(func() bool { return gone(a) }).Should(BeTrue())
 		Expect(holders("contended")).To(BeEmpty())

@@ -1,0 +1,295 @@
+//go:build storage
+
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/cmd"
+	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/test/testbed"
+)
+
+// cluster is a control plane with the operator and one agent per bed host.
+type cluster struct {
+	t     *testing.T
+	env   *envtestutil.Env
+	c     client.Client
+	ctx   context.Context
+	nodes []*node
+}
+
+func startCluster(t *testing.T, bed *testbed.Bed) *cluster {
+	t.Helper()
+	// Controller logs go to a file beside the VM logs: t.Log after the test ends would panic.
+	logFile, err := os.Create(filepath.Join(bed.Dir, "controllers.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logFile.Close() })
+	logf.SetLogger(zap.New(zap.WriteTo(logFile), zap.Level(zapcore.InfoLevel)))
+	env, err := envtestutil.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); time.Sleep(200 * time.Millisecond); _ = env.Stop() })
+	c, err := client.New(env.Config, client.Options{Scheme: cmd.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &cluster{t: t, env: env, c: c, ctx: ctx, nodes: nodes(bed)}
+	for _, n := range cl.nodes {
+		if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{"san": "lun0"}}}); err != nil {
+			t.Fatal(err)
+		}
+		mgr, err := cmd.NewAgent(ctx, env.Config, cmd.AgentOptions{NodeName: n.Name, MetricsAddr: "0", ProbeAddr: "0", Executor: n.Host, ReportInterval: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = mgr.Start(ctx) }()
+	}
+	op, err := cmd.NewOperator(ctx, env.Config, cmd.OperatorOptions{MetricsAddr: "0", ProbeAddr: "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = op.Start(ctx) }()
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "cloud"}}); err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// wait polls cond until it returns nil, failing the test after timeout with the last error.
+func (cl *cluster) wait(what string, timeout time.Duration, cond func() error) time.Duration {
+	cl.t.Helper()
+	start := time.Now()
+	var err error
+	for time.Since(start) < timeout {
+		if err = cond(); err == nil {
+			return time.Since(start)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cl.t.Fatalf("%s: not done after %v: %v", what, timeout, err)
+	return 0
+}
+
+func (cl *cluster) attached(name string, mode v1.LockMode) func() error {
+	return func() error {
+		var a v1.VolumeAttachment
+		if err := cl.c.Get(cl.ctx, client.ObjectKey{Namespace: "cloud", Name: name}, &a); err != nil {
+			return err
+		}
+		if a.Status.Phase != v1.AttachmentAttached || a.Status.AppliedLock != mode {
+			return fmt.Errorf("phase %q applied %q desired %q", a.Status.Phase, a.Status.AppliedLock, a.Status.DesiredLock)
+		}
+		return nil
+	}
+}
+
+func (cl *cluster) goneFn(obj client.Object) func() error {
+	return func() error {
+		err := cl.c.Get(cl.ctx, client.ObjectKeyFromObject(obj), obj)
+		if err == nil {
+			return fmt.Errorf("%s still exists", obj.GetName())
+		}
+		return client.IgnoreNotFound(err)
+	}
+}
+
+// TestCoreFlowsOnRealSharedLVM drives the product only through its custom resources and
+// checks every step on the hosts themselves: lvs tags, sanlock leases, refused activations,
+// and that a deleted volume's data never shows through a new one.
+func TestCoreFlowsOnRealSharedLVM(t *testing.T) {
+	bed := newBed(t, testbed.Config{Hosts: 2, LUNs: 1, LUNSize: 1 << 30, IOTimeout: 3})
+	tm := &timings{dir: bed.Dir}
+	defer tm.report(t)
+	cl := startCluster(t, bed)
+	a, b := cl.nodes[0], cl.nodes[1]
+	ctx := cl.ctx
+
+	// VolumeGroup: no node sees a VG on the LUN yet, so the operator has one node create it
+	// and the other join its lockspace.
+	start := time.Now()
+	if err := cl.c.Create(ctx, &v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: "cinder"},
+		Spec: v1.VolumeGroupSpec{VGName: vg, PVs: []v1.DevicePath{"/dev/vda"},
+			NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"san": "lun0"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	cl.wait("VG created and lockspaces started on both hosts", 4*time.Minute, func() error {
+		var g v1.VolumeGroup
+		if err := cl.c.Get(ctx, client.ObjectKey{Name: "cinder"}, &g); err != nil {
+			return err
+		}
+		if g.Status.NodesReady != "2/2" || g.Status.VGUUID == "" {
+			return fmt.Errorf("nodesReady %q vgUUID %q nodes %+v", g.Status.NodesReady, g.Status.VGUUID, g.Status.Nodes)
+		}
+		return nil
+	})
+	tm.add("VolumeGroup CR → VG created + both lockspaces started", time.Since(start))
+
+	// Create.
+	vol := &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: "volume-e2e"},
+		Spec: v1.SharedVolumeSpec{VolumeGroup: "cinder", Size: resource.MustParse("64Mi")}}
+	start = time.Now()
+	if err := cl.c.Create(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	tm.add("SharedVolume CR → Available (LV created)", cl.wait("volume available", time.Minute, func() error {
+		if err := cl.c.Get(ctx, client.ObjectKeyFromObject(vol), vol); err != nil {
+			return err
+		}
+		if vol.Status.Phase != v1.VolumeAvailable {
+			return fmt.Errorf("phase %q conditions %+v", vol.Status.Phase, vol.Status.Conditions)
+		}
+		return nil
+	}))
+	uuid := vol.Status.LVUUID
+	for _, n := range cl.nodes {
+		rep, err := n.LVM.Report(ctx, vg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := rep.VG(vg)
+		lv, ok := v.LV("volume-e2e")
+		if !ok || lv.UUID != uuid || !lv.HasTag(v1.OwnerTag(string(vol.UID))) || !lv.HasTag(v1.TagManaged) {
+			t.Fatalf("%s: lvs shows %+v, want UUID %s with the owner tag", n.Name, lv, uuid)
+		}
+		mustNoLease(ctx, t, n, vg, uuid)
+	}
+
+	attach := func(name, node string, purpose v1.AttachmentPurpose) {
+		t.Helper()
+		if err := cl.c.Create(ctx, &v1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: name},
+			Spec: v1.VolumeAttachmentSpec{Volume: "volume-e2e", Node: v1.ObjectName(node), Purpose: purpose}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	detach := func(name string) client.Object {
+		t.Helper()
+		o := &v1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: name}}
+		if err := cl.c.Delete(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+
+	// Attach on host1: exclusive there; host2's own lvchange -aey is refused.
+	start = time.Now()
+	attach("e2e-host1", "host1", v1.PurposeInstance)
+	cl.wait("attached ex on host1", time.Minute, cl.attached("e2e-host1", v1.LockExclusive))
+	tm.add("VolumeAttachment (1st node) → Attached exclusive", time.Since(start))
+	mustLease(ctx, t, a, vg, uuid, false)
+	if err := b.LVM.Activate(ctx, vg, lvm.Exclusive, "volume-e2e"); !errors.Is(err, lvm.ErrLockHeldByOther) {
+		t.Fatalf("host2 lvchange -aey: want refused, got %v", err)
+	}
+	run(ctx, t, a, "dd", "if=/dev/urandom", "of=/tmp/pattern", "bs=1M", "count=16")
+	run(ctx, t, a, "dd", "if=/tmp/pattern", "of=/dev/vg1/volume-e2e", "bs=1M", "oflag=direct")
+	pattern := md5(ctx, t, a, "/tmp/pattern")
+
+	// Live migration target on host2: both shared, each per its own sanlock.
+	start = time.Now()
+	attach("e2e-host2", "host2", v1.PurposeMigrationTarget)
+	cl.wait("both shared", time.Minute, func() error {
+		if err := cl.attached("e2e-host2", v1.LockShared)(); err != nil {
+			return err
+		}
+		return cl.attached("e2e-host1", v1.LockShared)()
+	})
+	tm.add("VolumeAttachment (2nd node) → both Shared (ex→sh, then sh)", time.Since(start))
+	mustLease(ctx, t, a, vg, uuid, true)
+	mustLease(ctx, t, b, vg, uuid, true)
+	run(ctx, t, b, "dd", "if=/dev/vg1/volume-e2e", "of=/tmp/read", "bs=1M", "count=16", "iflag=direct")
+	if got := md5(ctx, t, b, "/tmp/read"); got != pattern {
+		t.Fatalf("host2 reads %s, host1 wrote %s", got, pattern)
+	}
+
+	// Source detaches: host2 exclusive.
+	start = time.Now()
+	gone1 := detach("e2e-host1")
+	cl.wait("host2 exclusive", time.Minute, cl.attached("e2e-host2", v1.LockExclusive))
+	cl.wait("host1 attachment gone", time.Minute, cl.goneFn(gone1))
+	tm.add("delete 1st VolumeAttachment → other node Exclusive", time.Since(start))
+	mustNoLease(ctx, t, a, vg, uuid)
+	mustLease(ctx, t, b, vg, uuid, false)
+
+	// Last detach: no lease anywhere.
+	start = time.Now()
+	gone2 := detach("e2e-host2")
+	cl.wait("host2 attachment gone", time.Minute, cl.goneFn(gone2))
+	tm.add("delete last VolumeAttachment → released", time.Since(start))
+	for _, n := range cl.nodes {
+		mustNoLease(ctx, t, n, vg, uuid)
+	}
+
+	// Delete: wiped, then removed.
+	start = time.Now()
+	if err := cl.c.Delete(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	cl.wait("volume deleted", 2*time.Minute, cl.goneFn(vol))
+	tm.add("delete SharedVolume (64Mi) → wiped and removed", time.Since(start))
+	rep, _ := a.LVM.Report(ctx, vg)
+	v, _ := rep.VG(vg)
+	if _, ok := v.LV("volume-e2e"); ok {
+		t.Fatal("LV still exists after delete")
+	}
+
+	// A new volume on the same extents reads back as zeros: the pattern did not survive.
+	fresh := &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: "volume-after"},
+		Spec: v1.SharedVolumeSpec{VolumeGroup: "cinder", Size: resource.MustParse("64Mi")}}
+	if err := cl.c.Create(ctx, fresh); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.c.Create(ctx, &v1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: "after-host1"},
+		Spec: v1.VolumeAttachmentSpec{Volume: "volume-after", Node: "host1"}}); err != nil {
+		t.Fatal(err)
+	}
+	cl.wait("new volume attached", time.Minute, cl.attached("after-host1", v1.LockExclusive))
+	rep, _ = a.LVM.Report(ctx, vg)
+	v, _ = rep.VG(vg)
+	lv, _ := v.LV("volume-after")
+	t.Logf("new LV on %v (the deleted one was on /dev/vda too)", lv.Devices)
+	run(ctx, t, a, "dd", "if=/dev/zero", "of=/tmp/zeros", "bs=1M", "count=16")
+	run(ctx, t, a, "dd", "if=/dev/vg1/volume-after", "of=/tmp/read", "bs=1M", "count=16", "iflag=direct")
+	if got, zeros := md5(ctx, t, a, "/tmp/read"), md5(ctx, t, a, "/tmp/zeros"); got != zeros {
+		t.Fatalf("new volume does not read as zeros (md5 %s, pattern was %s): deleted data exposed", got, pattern)
+	}
+
+	// The raw commands doing the same work, on the same host and VG, in the same run.
+	raw := func(op string, argv ...string) {
+		s := time.Now()
+		run(ctx, t, a, argv...)
+		tm.add("raw: "+op, time.Since(s))
+	}
+	raw("lvcreate -an 64MiB", "lvcreate", "-y", "-an", "-Zn", "-n", "rawlv", "-L", "64m", vg)
+	raw("lvchange -aey", "lvchange", "-aey", vg+"/rawlv")
+	raw("lvchange -asy (convert)", "lvchange", "-asy", vg+"/rawlv")
+	raw("lvchange -an", "lvchange", "-an", vg+"/rawlv")
+	raw("blkdiscard --zeroout 64MiB + lvremove", "sh", "-c", "lvchange -aey vg1/rawlv && blkdiscard --zeroout /dev/vg1/rawlv && lvchange -an vg1/rawlv && lvremove -y vg1/rawlv")
+}
