@@ -133,6 +133,12 @@ var _ = BeforeSuite(func() {
 	SetDefaultEventuallyTimeout(30 * time.Second)
 	SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
 
+	// Events about cluster-scoped objects go to "default", which the apiserver creates a
+	// moment after it starts; agents emit their first events at once.
+	Eventually(func() error {
+		return k8s.Get(ctx, client.ObjectKey{Name: "default"}, &corev1.Namespace{})
+	}).Should(Succeed())
+
 	storage = fakelvm.New()
 	storage.CreateVG(vgName, map[string]int64{"/dev/vda": 1 << 30, "/dev/vdb": 1 << 30})
 	for i := 1; i <= 2; i++ {
@@ -190,6 +196,20 @@ func eventReasons(o client.Object) []string {
 	for _, e := range list.Items {
 		if e.Regarding.UID == o.GetUID() {
 			out = append(out, e.Reason)
+		}
+	}
+	return out
+}
+
+func eventNotes(o client.Object, reason string) []string {
+	var list eventsv1.EventList
+	if err := k8s.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range list.Items {
+		if e.Regarding.UID == o.GetUID() && e.Reason == reason {
+			out = append(out, e.Note)
 		}
 	}
 	return out
