@@ -26,9 +26,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	"github.com/sharedlvm/sharedlvm-operator/cmd"
 	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/test/fakelvm"
 )
 
 func main() {
@@ -79,17 +79,21 @@ func run(nodes int, samples bool, exitAfter time.Duration) error {
 	errs := make(chan error, nodes+1)
 	go func() { errs <- op.Start(ctx) }()
 
-	for i := 1; i <= nodes; i++ {
-		name := fmt.Sprintf("local-node-%d", i)
+	// The storage: an in-memory model of one shared VG on a SAN LUN with lvmlockd + sanlock
+	// on every node (test/fakelvm), so the embedded default needs no disks, no root and
+	// touches nothing on this machine. The storage tier runs the same code on real VMs.
+	storage := fakelvm.New()
+	storage.CreateVG("cinder-ssd", map[string]int64{"/dev/disk/by-id/wwn-0x600a098038303053453f463045727041": 100 << 30})
+	for i := 0; i < nodes; i++ {
+		name := fmt.Sprintf("compute-%d", i)
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"sharedlvm.io/san-ssd": "true"}}}
 		if err := c.Create(ctx, node); err != nil {
 			return err
 		}
-		// Each simulated node's agent runs the real command layer on this machine; without
-		// sanlock running here it reports the lockspace as not started, with the reason.
+		// Each node's agent is the real agent; its commands go to the model's host i+1.
 		ag, err := cmd.NewAgent(ctx, env.Config, cmd.AgentOptions{
 			NodeName: name, MetricsAddr: "0", ProbeAddr: "0",
-			Executor: executor.Local{}, ReportInterval: 10 * time.Second,
+			Executor: storage.Host(i + 1), ReportInterval: 5 * time.Second,
 		})
 		if err != nil {
 			return err
@@ -116,13 +120,16 @@ func run(nodes int, samples bool, exitAfter time.Duration) error {
 	}
 	defer os.Remove(kubeconfig)
 
-	time.Sleep(2 * time.Second) // let the first reconciles land before showing them
+	time.Sleep(4 * time.Second) // let lockspaces start and the samples attach before showing them
 	show := exec.Command(env.Kubectl, "--kubeconfig", kubeconfig, "get", "sharedlvm", "-A", "-o", "wide")
 	show.Stdout, show.Stderr = os.Stdout, os.Stderr
 	fmt.Println("\n$ kubectl get sharedlvm -A -o wide")
 	_ = show.Run()
 	fmt.Printf(`
-operator and %d agent(s) running against a local control plane.
+operator and %d agent(s) running against a local control plane; the agents' storage is an
+in-memory model of a shared VG (lvmlockd + sanlock rules included). Try:
+  kubectl delete sva -n openstack volume-3f1c2a9e-compute-0     # end the live migration: compute-1 goes exclusive
+
 Point kubectl at it:
   export KUBECONFIG=%s
   %s get sharedlvm -A -o wide

@@ -183,6 +183,31 @@ func TestCoreFlowsOnRealSharedLVM(t *testing.T) {
 		mustNoLease(ctx, t, n, vg, uuid)
 	}
 
+	extend := func(size, what string) {
+		t.Helper()
+		if err := cl.c.Get(ctx, client.ObjectKeyFromObject(vol), vol); err != nil {
+			t.Fatal(err)
+		}
+		vol.Spec.Size = resource.MustParse(size)
+		if err := cl.c.Update(ctx, vol); err != nil {
+			t.Fatal(err)
+		}
+		tm.add(what, cl.wait("extended to "+size, time.Minute, func() error {
+			if err := cl.c.Get(ctx, client.ObjectKeyFromObject(vol), vol); err != nil {
+				return err
+			}
+			if vol.Status.AllocatedSize == nil || vol.Status.AllocatedSize.String() != size {
+				return fmt.Errorf("allocated %v", vol.Status.AllocatedSize)
+			}
+			return nil
+		}))
+	}
+	// Unattached: the executor extends under LVM's transient lock; no lease is left behind.
+	extend("80Mi", "extend unattached volume (spec.size) → allocated")
+	for _, n := range cl.nodes {
+		mustNoLease(ctx, t, n, vg, uuid)
+	}
+
 	attach := func(name, node string, purpose v1.AttachmentPurpose) {
 		t.Helper()
 		if err := cl.c.Create(ctx, &v1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: name},
@@ -208,6 +233,12 @@ func TestCoreFlowsOnRealSharedLVM(t *testing.T) {
 	if err := b.LVM.Activate(ctx, vg, lvm.Exclusive, "volume-e2e"); !errors.Is(err, lvm.ErrLockHeldByOther) {
 		t.Fatalf("host2 lvchange -aey: want refused, got %v", err)
 	}
+	// Attached: the exclusive holder extends; its device grows at once.
+	extend("96Mi", "extend on the exclusive holder → allocated")
+	if got := strings.TrimSpace(run(ctx, t, a, "blockdev", "--getsize64", "/dev/vg1/volume-e2e")); got != fmt.Sprint(96<<20) {
+		t.Fatalf("host1 device size %s after extend", got)
+	}
+	mustLease(ctx, t, a, vg, uuid, false)
 	run(ctx, t, a, "dd", "if=/dev/urandom", "of=/tmp/pattern", "bs=1M", "count=16")
 	run(ctx, t, a, "dd", "if=/tmp/pattern", "of=/dev/vg1/volume-e2e", "bs=1M", "oflag=direct")
 	pattern := md5(ctx, t, a, "/tmp/pattern")
@@ -253,7 +284,7 @@ func TestCoreFlowsOnRealSharedLVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl.wait("volume deleted", 2*time.Minute, cl.goneFn(vol))
-	tm.add("delete SharedVolume (64Mi) → wiped and removed", time.Since(start))
+	tm.add("delete SharedVolume (96Mi) → wiped and removed", time.Since(start))
 	rep, _ := a.LVM.Report(ctx, vg)
 	v, _ := rep.VG(vg)
 	if _, ok := v.LV("volume-e2e"); ok {
@@ -262,7 +293,7 @@ func TestCoreFlowsOnRealSharedLVM(t *testing.T) {
 
 	// A new volume on the same extents reads back as zeros: the pattern did not survive.
 	fresh := &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: "volume-after"},
-		Spec: v1.SharedVolumeSpec{VolumeGroup: "cinder", Size: resource.MustParse("64Mi")}}
+		Spec: v1.SharedVolumeSpec{VolumeGroup: "cinder", Size: resource.MustParse("96Mi")}}
 	if err := cl.c.Create(ctx, fresh); err != nil {
 		t.Fatal(err)
 	}
