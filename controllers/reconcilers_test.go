@@ -6,13 +6,13 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
 )
 
 func newVolume(ns, name, vg string) *v1.SharedVolume {
@@ -107,19 +107,7 @@ func isGone(o client.Object) bool {
 	return err != nil && client.IgnoreNotFound(err) == nil
 }
 
-func eventReasons(o client.Object) []string {
-	var list eventsv1.EventList
-	if err := k8s.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
-		return nil
-	}
-	var out []string
-	for _, e := range list.Items {
-		if e.Regarding.UID == o.GetUID() {
-			out = append(out, e.Reason)
-		}
-	}
-	return out
-}
+func eventReasons(o client.Object) []string { return envtestutil.EventReasons(ctx, k8s, o) }
 
 var _ = Describe("VolumeAttachment reconciler: the lock rule through the status handshake", func() {
 	const ns = "va-tests"

@@ -4,6 +4,7 @@
 package envtestutil
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,7 +12,9 @@ import (
 	"runtime"
 	"strings"
 
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -97,4 +100,30 @@ func (e *Env) Stop() error {
 		_ = os.Remove(e.Kubeconfig)
 	}
 	return e.Environment.Stop()
+}
+
+// EventNotes returns the notes of the Events (events.k8s.io) about an object, optionally only
+// those with a reason ("" for all), as "Reason: note".
+func EventNotes(ctx context.Context, c client.Client, o client.Object, reason string) []string {
+	var list eventsv1.EventList
+	if err := c.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range list.Items {
+		if e.Regarding.UID == o.GetUID() && (reason == "" || e.Reason == reason) {
+			out = append(out, e.Reason+": "+e.Note)
+		}
+	}
+	return out
+}
+
+// EventReasons returns the reasons of the Events about an object.
+func EventReasons(ctx context.Context, c client.Client, o client.Object) []string {
+	var out []string
+	for _, n := range EventNotes(ctx, c, o, "") {
+		r, _, _ := strings.Cut(n, ":")
+		out = append(out, r)
+	}
+	return out
 }

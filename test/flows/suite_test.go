@@ -15,7 +15,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -187,32 +186,10 @@ func gone(o client.Object) bool {
 	return err != nil && client.IgnoreNotFound(err) == nil
 }
 
-func eventReasons(o client.Object) []string {
-	var list eventsv1.EventList
-	if err := k8s.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
-		return nil
-	}
-	var out []string
-	for _, e := range list.Items {
-		if e.Regarding.UID == o.GetUID() {
-			out = append(out, e.Reason)
-		}
-	}
-	return out
-}
+func eventReasons(o client.Object) []string { return envtestutil.EventReasons(ctx, k8s, o) }
 
 func eventNotes(o client.Object, reason string) []string {
-	var list eventsv1.EventList
-	if err := k8s.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
-		return nil
-	}
-	var out []string
-	for _, e := range list.Items {
-		if e.Regarding.UID == o.GetUID() && e.Reason == reason {
-			out = append(out, e.Note)
-		}
-	}
-	return out
+	return envtestutil.EventNotes(ctx, k8s, o, reason)
 }
 
 // holders returns the model's truth: which host holds which mode on an LV.
