@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/sharedlvm/sharedlvm-operator/agent"
@@ -23,6 +25,8 @@ const usage = `usage: sharedlvm ROLE [flags]
 roles:
   operator   run the central operator (leader-elected)
   agent      run the node agent (NODE_NAME must be set)
+  wait-locks block until this node's agent restored its locks for the current boot
+             (init container of nova-compute or any VM launcher)
   version    print the version
 `
 
@@ -38,6 +42,8 @@ func main() {
 		err = runOperator(args)
 	case "agent":
 		err = runAgent(args)
+	case "wait-locks":
+		err = runWaitLocks(args)
 	case "version":
 		fmt.Println(Version)
 	case "-h", "--help", "help":
@@ -101,4 +107,27 @@ func runAgent(args []string) error {
 	}
 	ctrl.Log.WithName("agent").Info("starting", "version", Version, "node", o.NodeName)
 	return mgr.Start(ctx)
+}
+
+func runWaitLocks(args []string) error {
+	node := flag.String("node", os.Getenv("NODE_NAME"), "node to wait for (default $NODE_NAME)")
+	timeout := flag.Duration("timeout", 15*time.Minute, "give up after this long (exit 1)")
+	bootIDFile := flag.String("boot-id-file", cmd.BootIDFile, "where the current boot ID is read")
+	parse(args)
+	if *node == "" {
+		return fmt.Errorf("no node: set NODE_NAME (downward API spec.nodeName) or --node")
+	}
+	bootID, err := cmd.ReadBootID(*bootIDFile)
+	if err != nil {
+		return err
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: cmd.Scheme()})
+	if err != nil {
+		return err
+	}
+	return cmd.WaitLocks(ctrl.SetupSignalHandler(), c, *node, bootID, *timeout, 2*time.Second, os.Stdout)
 }

@@ -31,6 +31,9 @@ type AttachmentAgent struct {
 	client.Client
 	Node     *Node
 	Recorder recorder.EventRecorder
+	// Restored, if set, gates lock changes until the node's boot restore has run (it
+	// re-activates everything in batches; one-by-one activation would only race it).
+	Restored func() bool
 }
 
 // +kubebuilder:rbac:groups=sharedlvm.io,resources=volumeattachments,verbs=get;list;watch
@@ -68,6 +71,9 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	}
 	if string(att.Spec.Node) != r.Node.Name {
 		return ctrl.Result{}, nil
+	}
+	if r.Restored != nil && !r.Restored() {
+		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	orig := att.DeepCopy()
 	st := &att.Status

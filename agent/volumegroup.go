@@ -189,13 +189,19 @@ func (r *VolumeGroupAgent) createVG(ctx context.Context, vg *v1.VolumeGroup) (*l
 
 // hostIDConflict returns another fresh node reporting the same host_id, or "".
 func (r *VolumeGroupAgent) hostIDConflict(vg *v1.VolumeGroup, hostID int32) string {
+	return conflictingNode(vg, r.Node.Name, hostID, r.now())
+}
+
+// conflictingNode returns another node whose fresh entry in the VG reports hostID, or "":
+// two nodes with one sanlock host_id can both write one LV, so neither the report cycle nor
+// the boot restore starts a lockspace then.
+func conflictingNode(vg *v1.VolumeGroup, self string, hostID int32, now time.Time) string {
 	if hostID <= 0 {
 		return ""
 	}
-	now := r.now()
 	for i := range vg.Status.Nodes {
 		n := &vg.Status.Nodes[i]
-		if n.Node != r.Node.Name && n.HostID == hostID && n.Fresh(now) {
+		if n.Node != self && n.HostID == hostID && n.Fresh(now) {
 			return n.Node
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -68,13 +69,23 @@ func NewAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) (manager.Ma
 	if err := (&agent.VolumeAgent{Client: mgr.GetClient(), Node: node, Recorder: rec}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	if err := (&agent.AttachmentAgent{Client: mgr.GetClient(), Node: node, Recorder: rec}).SetupWithManager(mgr); err != nil {
+	restorer := &agent.Restorer{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Node: node, Recorder: rec}
+	if err := mgr.Add(restorer); err != nil {
+		return nil, err
+	}
+	if err := (&agent.AttachmentAgent{Client: mgr.GetClient(), Node: node, Recorder: rec, Restored: restorer.Restored}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, err
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+	// Ready only once this boot's locks are restored (DESIGN.md §5, node reboot).
+	if err := mgr.AddReadyzCheck("locks-restored", func(_ *http.Request) error {
+		if !restorer.Restored() {
+			return errors.New("restoring this boot's locks")
+		}
+		return nil
+	}); err != nil {
 		return nil, err
 	}
 	return mgr, nil

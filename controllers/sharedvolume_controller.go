@@ -96,7 +96,7 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 		if mode == lockrule.Exclusive {
 			st.ExecutorNode = holders[0] // the exclusive holder does the work under its lock
 		} else {
-			st.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode)
+			st.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, r.nodeCanWork(ctx))
 		}
 		if st.ExecutorNode == "" {
 			msg := fmt.Sprintf("no node has started the lockspace of VG %s (check `kubectl get svg %s`: are the agents running and does spec.nodeSelector select them?)", vg.Spec.VGName, vg.Name)
@@ -139,14 +139,26 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 	return res, r.patchStatus(ctx, &vol, orig)
 }
 
+// nodeCanWork rejects nodes whose agent has not restored this boot's locks (a rebooted
+// node's VG entry can look fresh for a while after it went down).
+func (r *SharedVolumeReconciler) nodeCanWork(ctx context.Context) func(string) bool {
+	return func(name string) bool {
+		var node corev1.Node
+		if err := r.Get(ctx, types.NamespacedName{Name: name}, &node); err != nil {
+			return false
+		}
+		return v1.LocksRestoredProblem(&node) == ""
+	}
+}
+
 // pickExecutor keeps the current executor while it can still work on the VG, otherwise
 // picks a ready node, spread by the volume's UID so that creates do not all land on one node.
-func pickExecutor(vg *v1.VolumeGroup, uid, current string) string {
+func pickExecutor(vg *v1.VolumeGroup, uid, current string, canWork func(string) bool) string {
 	now := time.Now()
 	var ready []string
 	for i := range vg.Status.Nodes {
 		n := &vg.Status.Nodes[i]
-		if n.Ready(now) {
+		if n.Ready(now) && canWork(n.Node) {
 			if n.Node == current {
 				return current
 			}
@@ -186,7 +198,7 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 		if err := r.Get(ctx, types.NamespacedName{Name: vol.Status.VolumeGroup}, &vg); err != nil && !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, err
 		}
-		vol.Status.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode)
+		vol.Status.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, r.nodeCanWork(ctx))
 		msg := fmt.Sprintf("node %s is wiping and removing LV %s/%s", vol.Status.ExecutorNode, vol.Status.VGName, vol.Status.LVName)
 		if vol.Status.ExecutorNode == "" {
 			msg = fmt.Sprintf("waiting for a node with a started lockspace of VG %s to wipe and remove LV %s", vol.Status.VGName, vol.Status.LVName)

@@ -7,6 +7,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -41,6 +42,10 @@ var _ = BeforeSuite(func() {
 	k8s, err = client.New(env.Config, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 
+	// node-a and node-b have agents that restored their locks for the current boot.
+	for _, n := range []string{"node-a", "node-b"} {
+		Expect(k8s.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{v1.LabelLocksRestored: "true"}}})).To(Succeed())
+	}
 	// The agents' side of VG vg1, as they would report it: node-a and node-b have started
 	// the lockspace (the operator only plans locks for nodes that can take them).
 	vg := &v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: "vg1"}, Spec: v1.VolumeGroupSpec{VGName: "vg1", PVs: []v1.DevicePath{"/dev/vdb"}}}

@@ -14,7 +14,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
@@ -72,8 +74,13 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 			return ctrl.Result{}, err
 		}
 		for _, a := range siblings {
-			if _, bad := notReady[string(a.Spec.Node)]; bad || !vol.DeletionTimestamp.IsZero() {
-				rejected[a.Name] = true // not wanted: its node cannot (or must not) take the lock
+			// A node that cannot take locks now (no agent, stale, restoring after a reboot)
+			// gets no *new* attachment planned; its existing ones stay wanted, so that its
+			// restore re-takes them and nobody else is planned into its place.
+			_, bad := notReady[string(a.Spec.Node)]
+			isNew := a.Status.DesiredLock == "" || a.Status.DesiredLock == v1.LockNone
+			if (bad && isNew) || !vol.DeletionTimestamp.IsZero() {
+				rejected[a.Name] = true
 			}
 		}
 	}
@@ -159,6 +166,17 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 	return res, r.Status().Patch(ctx, &att, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 }
 
+// restoreMarkersChanged passes Node updates that change the restore label or annotation
+// (or the kubelet's boot ID), not the many heartbeats.
+func restoreMarkersChanged() predicate.Predicate {
+	marker := func(n *corev1.Node) string {
+		return n.Labels[v1.LabelLocksRestored] + "/" + n.Annotations[v1.AnnotationRestoredBootID] + "/" + n.Status.NodeInfo.BootID
+	}
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		return marker(e.ObjectOld.(*corev1.Node)) != marker(e.ObjectNew.(*corev1.Node))
+	}}
+}
+
 // liveSibling reports whether another live attachment of the same volume is on the same node.
 func liveSibling(att *v1.VolumeAttachment, siblings []v1.VolumeAttachment) bool {
 	for _, a := range siblings {
@@ -192,6 +210,10 @@ func (r *VolumeAttachmentReconciler) nodesNotReady(ctx context.Context, vol *v1.
 	for _, a := range atts {
 		node := string(a.Spec.Node)
 		e, ok := entries[node]
+		if msg := r.restoreGate(ctx, node); msg != "" {
+			out[node] = msg
+			continue
+		}
 		switch {
 		case !ok:
 			out[node] = fmt.Sprintf("no sharedlvm agent reports VG %s from node %s: is the agent running there, and does the VolumeGroup's nodeSelector select the node?", vg.Spec.VGName, node)
@@ -202,6 +224,19 @@ func (r *VolumeAttachmentReconciler) nodesNotReady(ctx context.Context, vol *v1.
 		}
 	}
 	return out, nil
+}
+
+// restoreGate says why a node may not take new locks yet: after a reboot its agent first
+// restores the locks of its existing attachments (DESIGN.md §5). "" means it may.
+func (r *VolumeAttachmentReconciler) restoreGate(ctx context.Context, name string) string {
+	var node corev1.Node
+	if err := r.Get(ctx, types.NamespacedName{Name: name}, &node); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Sprintf("node %s does not exist", name)
+		}
+		return err.Error()
+	}
+	return v1.LocksRestoredProblem(&node)
 }
 
 func (r *VolumeAttachmentReconciler) condition(att *v1.VolumeAttachment, typ string, s metav1.ConditionStatus, reason, msg string) {
@@ -290,6 +325,18 @@ func (r *VolumeAttachmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return reqs
 		}), builder.WithPredicates(readyNodesChanged())).
+		// A node finishing (or starting) its boot restore changes what may be planned there.
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			var atts v1.VolumeAttachmentList
+			if err := mgr.GetClient().List(ctx, &atts, client.MatchingFields{IndexAttachmentNode: o.GetName()}); err != nil {
+				return nil
+			}
+			reqs := make([]reconcile.Request, 0, len(atts.Items))
+			for _, a := range atts.Items {
+				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&a)})
+			}
+			return reqs
+		}), builder.WithPredicates(restoreMarkersChanged())).
 		Named("volumeattachment").
 		Complete(r)
 }

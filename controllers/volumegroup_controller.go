@@ -52,6 +52,24 @@ func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request)
 	st := &vg.Status
 	gen := vg.Generation
 
+	// Entries of nodes that no longer exist are dropped: a decommissioned node must not keep
+	// blocking others (its host_id would look duplicated) or look like a lockspace holder.
+	var all corev1.NodeList
+	if err := r.List(ctx, &all); err != nil {
+		return ctrl.Result{}, err
+	}
+	exists := map[string]bool{}
+	for _, n := range all.Items {
+		exists[n.Name] = true
+	}
+	kept := st.Nodes[:0:0]
+	for _, n := range st.Nodes {
+		if exists[n.Node] {
+			kept = append(kept, n)
+		}
+	}
+	st.Nodes = kept
+
 	started := 0
 	var missing []string
 	byHostID := map[int32][]string{}

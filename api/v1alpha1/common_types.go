@@ -64,3 +64,19 @@ func (n *NodeLockspaceStatus) Ready(now time.Time) bool {
 
 // OwnerTag is the LVM tag that ties an LV to the SharedVolume with this UID.
 func OwnerTag(uid string) string { return TagOwnerUIDPrefix + uid }
+
+// Node markers written by the agent once it has restored this boot's locks (DESIGN.md §5,
+// node reboot): workloads such as nova-compute wait for them (`sharedlvm wait-locks`).
+const (
+	// LabelLocksRestored is "true" once the node's locks are restored for the current boot,
+	// "false" while the agent restores them.
+	LabelLocksRestored = "sharedlvm.io/locks-restored"
+	// AnnotationRestoredBootID is the boot ID (/proc/sys/kernel/random/boot_id) the restore
+	// was done for; it must equal the node's current boot ID to count.
+	AnnotationRestoredBootID = "sharedlvm.io/locks-restored-boot-id"
+	// TaintLocksNotRestored keeps VM workloads off a node until its locks are restored; set
+	// it at node registration (kubelet --register-with-taints) and the agent removes it.
+	TaintLocksNotRestored = "sharedlvm.io/locks-not-restored"
+	// NodeConditionLocksRestored is the Node condition type the agent maintains.
+	NodeConditionLocksRestored = "SharedLVMLocksRestored"
+)

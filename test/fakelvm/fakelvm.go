@@ -60,6 +60,7 @@ type hostState struct {
 	lockspaces map[string]bool
 	calls      [][]string
 	up         bool
+	boots      int
 }
 
 type vg struct {
@@ -231,6 +232,19 @@ func (c *Cluster) Reboot(host int) {
 	}
 	c.hosts[host].lockspaces = map[string]bool{}
 	c.hosts[host].up = true
+	c.hosts[host].boots++
+}
+
+// BootID is the boot ID the model reports for a host's nth boot (0 = the first).
+func BootID(host, boot int) string {
+	return fmt.Sprintf("b00710d0-0000-4000-8000-%06d%06d", host, boot)
+}
+
+// CurrentBootID returns a host's current boot ID.
+func (c *Cluster) CurrentBootID(host int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return BootID(host, c.hosts[host].boots)
 }
 
 func fakeUUID(kind string, n int) string {
@@ -309,6 +323,10 @@ func (h *Host) run(ctx context.Context, argv []string) (executor.Result, error) 
 		return c.lockctl(h.id), nil
 	case "lvmconfig":
 		return ok(fmt.Sprintf("host_id=%d\n", h.id)), nil
+	case "cat":
+		if len(argv) == 2 && argv[1] == "/proc/sys/kernel/random/boot_id" {
+			return ok(BootID(h.id, hs.boots) + "\n"), nil
+		}
 	case "sanlock":
 		return c.sanlock(h.id, argv), nil
 	case "pvmove":

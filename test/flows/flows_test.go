@@ -283,7 +283,7 @@ var _ = Describe("bad input and failures get conditions and Events", func() {
 			g.Expect(a.Status.Phase).To(Equal(v1.AttachmentPending))
 			c := meta.FindStatusCondition(a.Status.Conditions, v1.ConditionReady)
 			g.Expect(c.Reason).To(Equal("NodeNotReady"))
-			g.Expect(c.Message).To(ContainSubstring("no sharedlvm agent reports VG vg1 from node ghost-node"))
+			g.Expect(c.Message).To(ContainSubstring("node ghost-node does not exist"))
 		}).Should(Succeed())
 		Expect(k8s.Delete(ctx, a)).To(Succeed())
 		Eventually(func() bool { return gone(a) }).Should(BeTrue())

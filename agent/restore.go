@@ -1,0 +1,315 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+)
+
+// Restorer runs once when the agent starts: after a node reboot it restores the node's locks
+// before VMs and nova-compute start. It waits for sanlock and lvmlockd, starts the lockspaces
+// of the node's VGs (with the retry real hosts need), re-activates every live attachment of
+// the node with its desired lock, batched per VG and mode (one lvchange for many LVs), and
+// then records the restore on the Node for the current boot ID (label, annotation,
+// condition) and removes the startup taint. Until then attachments to the node wait.
+type Restorer struct {
+	Client   client.Client
+	Reader   client.Reader
+	Node     *Node
+	Recorder recorder.EventRecorder
+	// DaemonWait bounds the wait for sanlock/lvmlockd per attempt cycle (default 5 min).
+	DaemonWait time.Duration
+
+	done atomic.Bool
+}
+
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch;update
+// +kubebuilder:rbac:groups="",resources=nodes/status,verbs=get;patch;update
+
+// Restored reports whether this boot's restore is complete.
+func (r *Restorer) Restored() bool { return r.done.Load() }
+
+// NeedLeaderElection is false: every node's agent restores its own node.
+func (r *Restorer) NeedLeaderElection() bool { return false }
+
+// Start implements manager.Runnable; it retries until the restore succeeds or ctx ends.
+func (r *Restorer) Start(ctx context.Context) error {
+	logger := log.FromContext(ctx).WithName("restore")
+	backoff := time.Second
+	for {
+		err := r.restore(ctx)
+		if err == nil {
+			r.done.Store(true)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		logger.Info("restore not complete, retrying", "error", err.Error(), "in", backoff.String())
+		_ = r.setNodeCondition(ctx, false, "Restoring", err.Error())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// BootID reads the node's boot ID through the executor (the host's, not the container's view
+// of anything else: the kernel has one).
+func (n *Node) BootID(ctx context.Context) (string, error) {
+	res, err := n.exec.Run(ctx, []string{"cat", "/proc/sys/kernel/random/boot_id"})
+	if err != nil {
+		return "", err
+	}
+	id := strings.TrimSpace(string(res.Stdout))
+	if res.ExitCode != 0 || id == "" {
+		return "", fmt.Errorf("reading boot_id: exit %d: %s", res.ExitCode, res.Stderr)
+	}
+	return id, nil
+}
+
+func (r *Restorer) restore(ctx context.Context) error {
+	logger := log.FromContext(ctx).WithName("restore")
+	t0 := time.Now()
+	bootID, err := r.Node.BootID(ctx)
+	if err != nil {
+		return err
+	}
+	var node corev1.Node
+	if err := r.Reader.Get(ctx, types.NamespacedName{Name: r.Node.Name}, &node); err != nil {
+		return err
+	}
+	if node.Annotations[v1.AnnotationRestoredBootID] == bootID {
+		// The agent restarted, the node did not: the locks are still held.
+		logger.Info("locks already restored for this boot", "bootID", bootID)
+		return r.markRestored(ctx, bootID, "agent restarted; locks of this boot were already restored")
+	}
+	_ = r.markRestoring(ctx)
+
+	// 1. sanlock and lvmlockd must answer.
+	if err := r.waitDaemons(ctx); err != nil {
+		return err
+	}
+	daemonsAt := time.Since(t0)
+
+	// 2. Lockspaces of the VGs that select this node.
+	var vgs v1.VolumeGroupList
+	if err := r.Reader.List(ctx, &vgs); err != nil {
+		return err
+	}
+	st, err := r.Node.Sanlock.Status(ctx)
+	if err != nil {
+		return err
+	}
+	hostID, err := r.Node.HostID(ctx)
+	if err != nil {
+		return err
+	}
+	vgByCR := map[string]string{}
+	for _, vg := range vgs.Items {
+		if ok, _ := selects(vg.Spec.NodeSelector, node.Labels); !ok {
+			continue
+		}
+		name := string(vg.Spec.VGName)
+		vgByCR[vg.Name] = name
+		if _, started := st.Lockspace(name); started {
+			continue
+		}
+		if other := conflictingNode(&vg, r.Node.Name, hostID, time.Now()); other != "" {
+			// The report cycle says so on the VG and with an Event; nothing to restore there.
+			logger.Info("not starting lockspace: duplicate host_id", "vg", name, "hostID", hostID, "otherNode", other)
+			continue
+		}
+		if _, err := r.Node.LVM.Lockstart(ctx, name); err != nil {
+			if lvm.KindOf(err) == lvm.KindVGNotFound {
+				continue // this node does not see that VG's LUN (yet): nothing to restore there
+			}
+			return fmt.Errorf("lockstart %s: %w", name, err)
+		}
+	}
+	r.Node.Invalidate()
+	lockspacesAt := time.Since(t0)
+
+	// 3. Re-activate this node's live attachments with their desired lock, batched.
+	var atts v1.VolumeAttachmentList
+	if err := r.Reader.List(ctx, &atts); err != nil {
+		return err
+	}
+	type key struct {
+		vg   string
+		mode lvm.ActivationMode
+	}
+	batches := map[key][]string{}
+	count := 0
+	for _, a := range atts.Items {
+		if string(a.Spec.Node) != r.Node.Name || !a.DeletionTimestamp.IsZero() {
+			continue
+		}
+		mode := toActivation(a.Status.DesiredLock)
+		if mode == lvm.Deactivate {
+			continue
+		}
+		var vol v1.SharedVolume
+		if err := r.Reader.Get(ctx, types.NamespacedName{Namespace: a.Namespace, Name: string(a.Spec.Volume)}, &vol); err != nil || vol.Status.LVUUID == "" {
+			continue
+		}
+		k := key{vol.Status.VGName, mode}
+		batches[k] = append(batches[k], vol.Status.LVName)
+		count++
+	}
+	keys := make([]key, 0, len(batches))
+	for k := range batches {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].vg+string(keys[i].mode) < keys[j].vg+string(keys[j].mode) })
+	var failed []string
+	for _, k := range keys {
+		lvs := uniq(batches[k])
+		if err := r.Node.LVM.Activate(ctx, k.vg, k.mode, lvs...); err != nil {
+			// One refused LV fails the batch: retry one by one to activate the rest and
+			// name the ones that could not be (another host holds them: the desired state
+			// moved on while this node was away; the attachment agent reports it).
+			for _, lv := range lvs {
+				if err := r.Node.LVM.Activate(ctx, k.vg, k.mode, lv); err != nil {
+					failed = append(failed, fmt.Sprintf("%s/%s: %v", k.vg, lv, err))
+				}
+			}
+		}
+	}
+	r.Node.Invalidate()
+	msg := fmt.Sprintf("boot %s: daemons up after %.1fs, lockspaces of %d VG(s) after %.1fs, %d attachment(s) re-activated in %d batch(es), done in %.1fs",
+		bootID, daemonsAt.Seconds(), len(vgByCR), lockspacesAt.Seconds(), count-len(failed), len(keys), time.Since(t0).Seconds())
+	if len(failed) > 0 {
+		msg += fmt.Sprintf("; %d could not be re-activated (see their attachments): %s", len(failed), strings.Join(failed, "; "))
+		r.Recorder.Eventf(&node, nil, corev1.EventTypeWarning, "RestoreConflicts", "RestoreLocks", "%s", msg)
+	}
+	logger.Info("locks restored", "bootID", bootID, "attachments", count, "batches", len(keys), "seconds", time.Since(t0).Seconds())
+	r.Recorder.Eventf(&node, nil, corev1.EventTypeNormal, "LocksRestored", "RestoreLocks", "%s", msg)
+	return r.markRestored(ctx, bootID, msg)
+}
+
+func uniq(in []string) []string {
+	sort.Strings(in)
+	out := in[:0]
+	for i, s := range in {
+		if i == 0 || s != in[i-1] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (r *Restorer) waitDaemons(ctx context.Context) error {
+	limit := r.DaemonWait
+	if limit <= 0 {
+		limit = 5 * time.Minute
+	}
+	deadline := time.Now().Add(limit)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		_, err1 := r.Node.Sanlock.Status(ctx)
+		_, err2 := r.Node.LVM.LockdInfo(ctx)
+		if err1 == nil && err2 == nil {
+			return nil
+		}
+		lastErr = fmt.Errorf("sanlock: %v; lvmlockd: %v", err1, err2)
+		_ = r.setNodeCondition(ctx, false, "WaitingForLockDaemons", "waiting for sanlock and lvmlockd to answer: "+lastErr.Error())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	return fmt.Errorf("sanlock/lvmlockd not answering after %v: %w", limit, lastErr)
+}
+
+func (r *Restorer) markRestoring(ctx context.Context) error {
+	var node corev1.Node
+	if err := r.Reader.Get(ctx, types.NamespacedName{Name: r.Node.Name}, &node); err != nil {
+		return err
+	}
+	orig := node.DeepCopy()
+	if node.Labels == nil {
+		node.Labels = map[string]string{}
+	}
+	node.Labels[v1.LabelLocksRestored] = "false"
+	if err := r.Client.Patch(ctx, &node, client.MergeFrom(orig)); err != nil {
+		return err
+	}
+	return r.setNodeCondition(ctx, false, "Restoring", "restoring this boot's locks")
+}
+
+func (r *Restorer) markRestored(ctx context.Context, bootID, msg string) error {
+	var node corev1.Node
+	if err := r.Reader.Get(ctx, types.NamespacedName{Name: r.Node.Name}, &node); err != nil {
+		return err
+	}
+	orig := node.DeepCopy()
+	if node.Labels == nil {
+		node.Labels = map[string]string{}
+	}
+	if node.Annotations == nil {
+		node.Annotations = map[string]string{}
+	}
+	node.Labels[v1.LabelLocksRestored] = "true"
+	node.Annotations[v1.AnnotationRestoredBootID] = bootID
+	var taints []corev1.Taint
+	for _, t := range node.Spec.Taints {
+		if t.Key != v1.TaintLocksNotRestored {
+			taints = append(taints, t)
+		}
+	}
+	node.Spec.Taints = taints
+	if err := r.Client.Patch(ctx, &node, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		return err
+	}
+	return r.setNodeCondition(ctx, true, "Restored", msg)
+}
+
+func (r *Restorer) setNodeCondition(ctx context.Context, ok bool, reason, msg string) error {
+	var node corev1.Node
+	if err := r.Reader.Get(ctx, types.NamespacedName{Name: r.Node.Name}, &node); err != nil {
+		return err
+	}
+	orig := node.DeepCopy()
+	status := corev1.ConditionFalse
+	if ok {
+		status = corev1.ConditionTrue
+	}
+	now := metav1.Now()
+	found := false
+	for i := range node.Status.Conditions {
+		c := &node.Status.Conditions[i]
+		if c.Type != v1.NodeConditionLocksRestored {
+			continue
+		}
+		found = true
+		if c.Status != status {
+			c.LastTransitionTime = now
+		}
+		c.Status, c.Reason, c.Message, c.LastHeartbeatTime = status, reason, msg, now
+	}
+	if !found {
+		node.Status.Conditions = append(node.Status.Conditions, corev1.NodeCondition{
+			Type: v1.NodeConditionLocksRestored, Status: status, Reason: reason, Message: msg,
+			LastHeartbeatTime: now, LastTransitionTime: now,
+		})
+	}
+	// Strategic merge: node conditions merge by type, so kubelet's own are left alone.
+	return r.Client.Status().Patch(ctx, &node, client.StrategicMergeFrom(orig))
+}
