@@ -137,3 +137,30 @@ func FuzzParseGets(f *testing.F) {
 	f.Add(fixture(f, "gets-hosts.out"))
 	f.Fuzz(func(t *testing.T, b []byte) { _, _ = ParseGets(b) })
 }
+
+func TestParseMixedLeases(t *testing.T) {
+	st, err := ParseStatus(fixture(t, "status-mixed.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, exclusive := 0, 0
+	for _, r := range st.Resources {
+		if r.Shared {
+			shared++
+			if r.Version != 0 {
+				t.Fatalf("shared lease with a version: %+v", r)
+			}
+		} else {
+			exclusive++
+			if r.Version < 1 {
+				t.Fatalf("exclusive lease without a version: %+v", r)
+			}
+		}
+		if r.Lockspace != "lvm_vg1" || r.PID == 0 || r.Offset < 70254592 {
+			t.Fatalf("%+v", r)
+		}
+	}
+	if shared != 1 || exclusive != 2 {
+		t.Fatalf("shared %d exclusive %d", shared, exclusive)
+	}
+}

@@ -105,6 +105,12 @@ func TestCaptureFixtures(t *testing.T) {
 		save(lvmDir, "", h1, "lvcreate", "-y", "-an", "-n", fmt.Sprintf("vol%02d", i), "-L", "8m", "--addtag", fmt.Sprintf("sharedlvm.io/uid=0a1b2c3d-0000-4000-8000-0000000000%02d", i), "vg1")
 	}
 	report("report-many-lvs", h2)
+	// Shared and exclusive leases side by side on one host.
+	save(lvmDir, "", h1, "lvchange", "-asy", "vg1/vol03")
+	save(lvmDir, "", h1, "lvchange", "-aey", "vg1/vol04")
+	save(slDir, "status-mixed", h1, "sanlock", "client", "status")
+	save(lvmDir, "lvmlockctl-mixed", h1, "lvmlockctl", "--info")
+	save(lvmDir, "", h1, "lvchange", "-an", "vg1/vol03", "vg1/vol04")
 	save(slDir, "host-status", h2, "sanlock", "client", "host_status", "-s", "lvm_vg1", "-D")
 	save(slDir, "status-D", h1, "sanlock", "client", "status", "-D")
 	save(lvmDir, "lockstop-active", h1, "vgchange", "--lockstop", "vg1")
