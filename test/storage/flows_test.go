@@ -29,11 +29,28 @@ import (
 
 // cluster is a control plane with the operator and one agent per bed host.
 type cluster struct {
-	t     *testing.T
-	env   *envtestutil.Env
-	c     client.Client
-	ctx   context.Context
-	nodes []*node
+	t      *testing.T
+	env    *envtestutil.Env
+	c      client.Client
+	ctx    context.Context
+	nodes  []*node
+	agents map[string]context.CancelFunc
+}
+
+// startAgent runs the real agent for a bed host (again, after a reboot: the old agent
+// process died with the node).
+func (cl *cluster) startAgent(n *node) {
+	cl.t.Helper()
+	if stop := cl.agents[n.Name]; stop != nil {
+		stop()
+	}
+	actx, cancel := context.WithCancel(cl.ctx)
+	mgr, err := cmd.NewAgent(actx, cl.env.Config, cmd.AgentOptions{NodeName: n.Name, MetricsAddr: "0", ProbeAddr: "0", Executor: n.Host, ReportInterval: 2 * time.Second})
+	if err != nil {
+		cl.t.Fatal(err)
+	}
+	go func() { _ = mgr.Start(actx) }()
+	cl.agents[n.Name] = cancel
 }
 
 func startCluster(t *testing.T, bed *testbed.Bed) *cluster {
@@ -55,16 +72,12 @@ func startCluster(t *testing.T, bed *testbed.Bed) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := &cluster{t: t, env: env, c: c, ctx: ctx, nodes: nodes(bed)}
+	cl := &cluster{t: t, env: env, c: c, ctx: ctx, nodes: nodes(bed), agents: map[string]context.CancelFunc{}}
 	for _, n := range cl.nodes {
 		if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{"san": "lun0"}}}); err != nil {
 			t.Fatal(err)
 		}
-		mgr, err := cmd.NewAgent(ctx, env.Config, cmd.AgentOptions{NodeName: n.Name, MetricsAddr: "0", ProbeAddr: "0", Executor: n.Host, ReportInterval: 2 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = mgr.Start(ctx) }()
+		cl.startAgent(n)
 	}
 	op, err := cmd.NewOperator(ctx, env.Config, cmd.OperatorOptions{MetricsAddr: "0", ProbeAddr: "0"})
 	if err != nil {
@@ -97,6 +110,59 @@ func (cl *cluster) wait(what string, timeout time.Duration, cond func() error) t
 	}
 	cl.t.Fatalf("%s: not done after %v: %v", what, timeout, err)
 	return 0
+}
+
+// createVG creates VolumeGroup "cinder" for VG vg1 on /dev/vda: no node sees a VG on the
+// LUN yet, so the operator has one node create it and the other join its lockspace.
+func (cl *cluster) createVG() {
+	cl.t.Helper()
+	if err := cl.c.Create(cl.ctx, &v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: "cinder"},
+		Spec: v1.VolumeGroupSpec{VGName: vg, PVs: []v1.DevicePath{"/dev/vda"},
+			NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"san": "lun0"}}}}); err != nil {
+		cl.t.Fatal(err)
+	}
+	cl.wait("VG created and lockspaces started on both hosts", 4*time.Minute, func() error {
+		var g v1.VolumeGroup
+		if err := cl.c.Get(cl.ctx, client.ObjectKey{Name: "cinder"}, &g); err != nil {
+			return err
+		}
+		if g.Status.NodesReady != "2/2" || g.Status.VGUUID == "" {
+			return fmt.Errorf("nodesReady %q vgUUID %q nodes %+v", g.Status.NodesReady, g.Status.VGUUID, g.Status.Nodes)
+		}
+		return nil
+	})
+}
+
+func (cl *cluster) createVolume(name, size string, multiAttach bool) *v1.SharedVolume {
+	cl.t.Helper()
+	vol := &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: name},
+		Spec: v1.SharedVolumeSpec{VolumeGroup: "cinder", Size: resource.MustParse(size), MultiAttach: multiAttach}}
+	if err := cl.c.Create(cl.ctx, vol); err != nil {
+		cl.t.Fatal(err)
+	}
+	return vol
+}
+
+func (cl *cluster) available(vol *v1.SharedVolume) func() error {
+	return func() error {
+		if err := cl.c.Get(cl.ctx, client.ObjectKeyFromObject(vol), vol); err != nil {
+			return err
+		}
+		if vol.Status.Phase != v1.VolumeAvailable {
+			return fmt.Errorf("%s phase %q", vol.Name, vol.Status.Phase)
+		}
+		return nil
+	}
+}
+
+func (cl *cluster) attach(name, volume, node string, purpose v1.AttachmentPurpose) *v1.VolumeAttachment {
+	cl.t.Helper()
+	a := &v1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: name},
+		Spec: v1.VolumeAttachmentSpec{Volume: v1.ObjectName(volume), Node: v1.ObjectName(node), Purpose: purpose}}
+	if err := cl.c.Create(cl.ctx, a); err != nil {
+		cl.t.Fatal(err)
+	}
+	return a
 }
 
 func (cl *cluster) attached(name string, mode v1.LockMode) func() error {
@@ -133,24 +199,8 @@ func TestCoreFlowsOnRealSharedLVM(t *testing.T) {
 	a, b := cl.nodes[0], cl.nodes[1]
 	ctx := cl.ctx
 
-	// VolumeGroup: no node sees a VG on the LUN yet, so the operator has one node create it
-	// and the other join its lockspace.
 	start := time.Now()
-	if err := cl.c.Create(ctx, &v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: "cinder"},
-		Spec: v1.VolumeGroupSpec{VGName: vg, PVs: []v1.DevicePath{"/dev/vda"},
-			NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"san": "lun0"}}}}); err != nil {
-		t.Fatal(err)
-	}
-	cl.wait("VG created and lockspaces started on both hosts", 4*time.Minute, func() error {
-		var g v1.VolumeGroup
-		if err := cl.c.Get(ctx, client.ObjectKey{Name: "cinder"}, &g); err != nil {
-			return err
-		}
-		if g.Status.NodesReady != "2/2" || g.Status.VGUUID == "" {
-			return fmt.Errorf("nodesReady %q vgUUID %q nodes %+v", g.Status.NodesReady, g.Status.VGUUID, g.Status.Nodes)
-		}
-		return nil
-	})
+	cl.createVG()
 	tm.add("VolumeGroup CR → VG created + both lockspaces started", time.Since(start))
 
 	// Create.
