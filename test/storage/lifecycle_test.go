@@ -25,8 +25,12 @@ type lockedBuffer struct {
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *lockedBuffer) String() string               { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // restoreCount is how many attachments the reboot test restores (SHAREDLVM_RESTORE_N
 // overrides it, e.g. 500 for the bench run; the tier default keeps CI short).
@@ -102,7 +106,8 @@ func TestLifecycleOnRealSharedLVM(t *testing.T) {
 	t.Logf("restore after reboot: %s", msg)
 	tm.add(fmt.Sprintf("reboot restore of %d attachments, agent start → recorded (wait-locks returns)", n), restore)
 	if i := strings.Index(msg, "lockspaces of 1 VG(s) after "); i >= 0 {
-		if secs, err := strconv.ParseFloat(strings.Fields(msg[i+len("lockspaces of 1 VG(s) after "):])[0][:len(strings.Fields(msg[i+len("lockspaces of 1 VG(s) after "):])[0])-2], 64); err == nil {
+		var secs float64
+		if _, err := fmt.Sscanf(msg[i:], "lockspaces of 1 VG(s) after %fs", &secs); err == nil {
 			tm.add("  of which: daemons + lockspace join after the unclean shutdown", time.Duration(secs*float64(time.Second)))
 		}
 	}
