@@ -136,6 +136,13 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			r.Recorder.Eventf(&vg, nil, corev1.EventTypeWarning, "DuplicateHostID", "Lockstart", "node %s: %s", r.Node.Name, msg)
 		}
 	case !started && entry.VGFound && hidErr == nil && slErr == nil:
+		// Joining takes 20 s to minutes: say so first, so the entry does not go stale.
+		joining := entry
+		joining.Message = "starting the lockspace (sanlock join: 20 s to 3 min)"
+		jnow := metav1.NewTime(r.now())
+		joining.LastReport = &jnow
+		joining.ReportIntervalSeconds = int32(max(1, r.interval().Round(time.Second)/time.Second))
+		_ = r.applyEntry(ctx, vg.Name, &joining)
 		t0 := time.Now()
 		attempts, err := r.Node.LVM.Lockstart(ctx, vgName)
 		r.Node.Invalidate()
@@ -150,11 +157,28 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 	}
 	entry.LockspaceStarted = started
+	if started {
+		// One more command per cycle, whatever the number of LVs: which peers sanlock
+		// has declared dead (their leases are released).
+		if hosts, err := r.Node.Sanlock.Hosts(ctx); err == nil {
+			for _, ls := range hosts {
+				if ls.Lockspace.Name != "lvm_"+vgName {
+					continue
+				}
+				for _, h := range ls.Hosts {
+					if h.State == sanlock.HostDead {
+						entry.DeadHosts = append(entry.DeadHosts, int32(h.ID))
+					}
+				}
+			}
+		}
+	}
 	if len(msgs) > 0 {
 		entry.Message = msgs[0]
 	}
 	now := metav1.NewTime(r.now())
 	entry.LastReport = &now
+	entry.ReportIntervalSeconds = int32(max(1, r.interval().Round(time.Second)/time.Second))
 	if err := r.applyEntry(ctx, vg.Name, &entry); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -234,8 +258,18 @@ func (r *VolumeGroupAgent) applyEntry(ctx context.Context, vgName string, e *v1.
 		if e.LastReport != nil {
 			m["lastReport"] = e.LastReport.UTC().Format(time.RFC3339)
 		}
+		if e.ReportIntervalSeconds > 0 {
+			m["reportIntervalSeconds"] = int64(e.ReportIntervalSeconds)
+		}
 		if e.Message != "" {
 			m["message"] = e.Message
+		}
+		if len(e.DeadHosts) > 0 {
+			ids := make([]any, 0, len(e.DeadHosts))
+			for _, id := range e.DeadHosts {
+				ids = append(ids, int64(id))
+			}
+			m["deadHosts"] = ids
 		}
 		nodes = append(nodes, m)
 	}

@@ -41,7 +41,8 @@ func stronger(a, b lockrule.Mode) lockrule.Mode {
 
 // nodesOf folds a volume's attachments into one lockrule.Node per node: wanted if any live
 // attachment is there, holding the strongest lock any attachment there reports.
-func nodesOf(atts []v1.VolumeAttachment, rejected map[string]bool) []lockrule.Node {
+// A node in released died: sanlock released its leases, so it holds nothing any more.
+func nodesOf(atts []v1.VolumeAttachment, rejected map[string]bool, released ...map[string]bool) []lockrule.Node {
 	byNode := map[string]*lockrule.Node{}
 	var order []string
 	for i := range atts {
@@ -54,7 +55,9 @@ func nodesOf(atts []v1.VolumeAttachment, rejected map[string]bool) []lockrule.No
 			order = append(order, name)
 		}
 		n.Wanted = n.Wanted || (a.DeletionTimestamp.IsZero() && !rejected[a.Name])
-		n.Held = stronger(n.Held, fromLockMode(a.Status.AppliedLock))
+		if len(released) == 0 || !released[0][name] {
+			n.Held = stronger(n.Held, fromLockMode(a.Status.AppliedLock))
+		}
 	}
 	sort.Strings(order)
 	out := make([]lockrule.Node, 0, len(order))

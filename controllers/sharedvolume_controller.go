@@ -235,13 +235,17 @@ func (r *SharedVolumeReconciler) volumesOfVG(ctx context.Context, o client.Objec
 }
 
 // readyNodesChanged passes VolumeGroup updates that change which nodes have a started
-// lockspace: agents report every 30 s, and most reports change nothing that matters here.
+// lockspace or which hosts sanlock declares dead: agents report every 30 s, and most reports
+// change nothing that matters here.
 func readyNodesChanged() predicate.Predicate {
 	set := func(vg *v1.VolumeGroup) string {
 		var names []string
 		for _, n := range vg.Status.Nodes {
 			if n.LockspaceStarted {
 				names = append(names, n.Node)
+			}
+			for _, id := range n.DeadHosts {
+				names = append(names, fmt.Sprintf("dead:%d", id))
 			}
 		}
 		sort.Strings(names)

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -68,7 +70,11 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 	gen := att.Generation
 	rejected := map[string]bool{}
 	notReady := map[string]string{}
+	dead := map[string]bool{}
 	if volFound {
+		if dead, err = r.deadNodes(ctx, &vol); err != nil {
+			return ctrl.Result{}, err
+		}
 		rejected = rejectedByMultiAttach(&vol, siblings)
 		if notReady, err = r.nodesNotReady(ctx, &vol, siblings); err != nil {
 			return ctrl.Result{}, err
@@ -84,7 +90,8 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 			}
 		}
 	}
-	plan := lockrule.Plan(nodesOf(siblings, rejected))
+	planNodes := nodesOf(siblings, rejected, dead)
+	plan := lockrule.Plan(planNodes)
 	desired := toLockMode(plan[string(att.Spec.Node)])
 
 	switch {
@@ -127,8 +134,14 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 				fmt.Sprintf("node %s holds the volume %s at %s", att.Spec.Node, desired, st.DevicePath))
 		case desired == v1.LockNone:
 			st.Phase = v1.AttachmentPending
-			r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "WaitingForOtherNodes",
-				"waiting for other nodes to convert or release their lock before this node may take it")
+			reason, msg := "WaitingForOtherNodes", "waiting for other nodes to convert or release their lock before this node may take it"
+			for _, n := range planNodes {
+				if n.Name != string(att.Spec.Node) && n.Held != lockrule.None && strings.Contains(notReady[n.Name], "last reported") {
+					reason = "WaitingForDeadHost"
+					msg = fmt.Sprintf("node %s holds the lock (%s) and has stopped reporting: waiting for sanlock to declare it dead (about 8 × io_timeout + 60 s after it stopped) before this node may take the lock; the lease is never taken around sanlock", n.Name, n.Held)
+				}
+			}
+			r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, reason, msg)
 		default:
 			st.Phase = v1.AttachmentAttaching
 			r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "WaitingForAgent",
@@ -139,7 +152,7 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 
 	if !att.DeletionTimestamp.IsZero() {
 		st.Phase = v1.AttachmentDetaching
-		if st.AppliedLock == "" || st.AppliedLock == v1.LockNone || liveSibling(&att, siblings) {
+		if st.AppliedLock == "" || st.AppliedLock == v1.LockNone || liveSibling(&att, siblings) || dead[string(att.Spec.Node)] {
 			// Released, never taken, or another live attachment on the same node keeps
 			// the node's lock: this attachment has nothing left to clean.
 			// The node has released its lock (or never took one): nothing is left to clean.
@@ -155,6 +168,12 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 	var res ctrl.Result
 	if notReady[string(att.Spec.Node)] != "" {
 		res.RequeueAfter = 30 * time.Second // reports going stale produce no event
+	}
+	if cond := meta.FindStatusCondition(st.Conditions, v1.ConditionReady); cond != nil &&
+		(cond.Reason == "WaitingForDeadHost" || cond.Reason == "WaitingForOtherNodes") {
+		// A holder's report going stale, or sanlock declaring it dead, may come without an
+		// event this controller watches: look again soon.
+		res.RequeueAfter = 5 * time.Second
 	}
 	if equalStatus(orig.Status, att.Status) {
 		return res, nil
@@ -224,6 +243,22 @@ func (r *VolumeAttachmentReconciler) nodesNotReady(ctx context.Context, vol *v1.
 		}
 	}
 	return out, nil
+}
+
+// deadNodes returns the nodes whose locks on the volume's VG sanlock has released (DEAD).
+func (r *VolumeAttachmentReconciler) deadNodes(ctx context.Context, vol *v1.SharedVolume) (map[string]bool, error) {
+	name := vol.Status.VolumeGroup
+	if name == "" {
+		name = string(vol.Spec.VolumeGroup)
+	}
+	var vg v1.VolumeGroup
+	if err := r.Get(ctx, types.NamespacedName{Name: name}, &vg); err != nil {
+		if apierrors.IsNotFound(err) {
+			return map[string]bool{}, nil
+		}
+		return nil, err
+	}
+	return vg.DeadNodes(time.Now()), nil
 }
 
 // restoreGate says why a node may not take new locks yet: after a reboot its agent first

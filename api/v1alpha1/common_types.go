@@ -48,13 +48,22 @@ const (
 )
 
 // ReportStaleAfter is how old an agent's lockspace entry may be before the operator stops
-// trusting it (no executor work, no attachment planning for that node). Agents report
-// every 30 s by default.
+// trusting it (no executor work, no attachment planning for that node) when the entry does
+// not say how often its agent reports. Agents report every 30 s by default.
 const ReportStaleAfter = 2 * time.Minute
+
+// StaleAfter is the age at which this entry is stale: three of its agent's report intervals
+// (at least 10 s), or ReportStaleAfter for an entry that does not state its interval.
+func (n *NodeLockspaceStatus) StaleAfter() time.Duration {
+	if n.ReportIntervalSeconds <= 0 {
+		return ReportStaleAfter
+	}
+	return max(3*time.Duration(n.ReportIntervalSeconds)*time.Second, 10*time.Second)
+}
 
 // Fresh reports whether a node's entry was reported recently enough to act on.
 func (n *NodeLockspaceStatus) Fresh(now time.Time) bool {
-	return n.LastReport != nil && now.Sub(n.LastReport.Time) < ReportStaleAfter
+	return n.LastReport != nil && now.Sub(n.LastReport.Time) < n.StaleAfter()
 }
 
 // Ready reports whether the node can run LVM work on the VG now.
@@ -80,3 +89,27 @@ const (
 	// NodeConditionLocksRestored is the Node condition type the agent maintains.
 	NodeConditionLocksRestored = "SharedLVMLocksRestored"
 )
+
+// DeadNodes returns the nodes of a VG whose locks sanlock has released because they died:
+// nodes whose own reports went stale and whose host_id a node with a fresh report sees as
+// DEAD. Only then may their locks be treated as gone; a node that merely stopped reporting
+// may still hold its leases.
+func (vg *VolumeGroup) DeadNodes(now time.Time) map[string]bool {
+	dead := map[int32]bool{}
+	for i := range vg.Status.Nodes {
+		n := &vg.Status.Nodes[i]
+		if n.Ready(now) {
+			for _, id := range n.DeadHosts {
+				dead[id] = true
+			}
+		}
+	}
+	out := map[string]bool{}
+	for i := range vg.Status.Nodes {
+		n := &vg.Status.Nodes[i]
+		if !n.Fresh(now) && n.HostID > 0 && dead[n.HostID] {
+			out[n.Node] = true
+		}
+	}
+	return out
+}

@@ -90,6 +90,16 @@ type NodeLockspaceStatus struct {
 	// lastReport is when the agent last reported this entry.
 	// +optional
 	LastReport *metav1.Time `json:"lastReport,omitempty"`
+	// reportIntervalSeconds is how often the agent promises to report; an entry older than
+	// three intervals (at least 10 s) is stale: the node or its agent is down.
+	// +optional
+	ReportIntervalSeconds int32 `json:"reportIntervalSeconds,omitempty"`
+	// deadHosts are the sanlock host_ids this node's sanlock declares DEAD in the lockspace:
+	// their leases are released and may be taken. (FAIL is not enough: such a host may
+	// still hold its leases until its watchdog fires.)
+	// +optional
+	// +listType=set
+	DeadHosts []int32 `json:"deadHosts,omitempty"`
 	// message explains a lockspace that is not started.
 	// +optional
 	Message string `json:"message,omitempty"`
