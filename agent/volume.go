@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -61,6 +62,8 @@ func (r *VolumeAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Res
 		return r.create(ctx, &vol)
 	case vol.Status.AllocatedSize != nil && vol.Spec.Size.Cmp(*vol.Status.AllocatedSize) > 0:
 		return r.extend(ctx, &vol)
+	case v1.NeedsMove(&vol):
+		return r.move(ctx, &vol)
 	}
 	return ctrl.Result{}, nil
 }
@@ -259,6 +262,107 @@ func (r *VolumeAgent) extend(ctx context.Context, vol *v1.SharedVolume) (ctrl.Re
 	r.recordLV(vol, st.VolumeGroup, st.VGName, lv)
 	setCondition(&st.Conditions, vol.Generation, v1.ConditionProvisioned, true, "Extended", fmt.Sprintf("LV %s/%s is %s", st.VGName, lv.Name, quantity(lv.Size)))
 	r.Recorder.Eventf(vol, nil, corev1.EventTypeNormal, "Extended", "Extend", "node %s extended LV %s/%s to %s in %.2fs", r.Node.Name, st.VGName, lv.Name, quantity(lv.Size), time.Since(t0).Seconds())
+	return ctrl.Result{}, r.patch(ctx, vol, orig)
+}
+
+// move runs `pvmove -n LV` for each PV of the LV outside spec.pvs, online: on the exclusive
+// holder, or, unattached, under an exclusive lock it takes for the move and releases after.
+// Progress goes to status.progress. A move already running (the agent restarted meanwhile:
+// lvmpolld carries on) is watched, not started again.
+func (r *VolumeAgent) move(ctx context.Context, vol *v1.SharedVolume) (ctrl.Result, error) {
+	orig := vol.DeepCopy()
+	st := &vol.Status
+	vgName, lvName := st.VGName, st.LVName
+	defer r.Node.LockLV(st.LVUUID)()
+	vgCR, err := r.vgOf(ctx, vol)
+	if err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	inVG := map[string]bool{}
+	for _, p := range vgCR.Spec.PVs {
+		inVG[string(p)] = true
+	}
+	var targets []string
+	for _, p := range vol.Spec.PVs {
+		if !inVG[string(p)] {
+			return r.fail(ctx, vol, orig, "Move", &lvm.Error{Kind: lvm.KindInvalidName,
+				Err: fmt.Errorf("spec.pvs names %s, which is not a PV of VolumeGroup %s (%v): fix spec.pvs", p, vgCR.Name, vgCR.Spec.PVs)})
+		}
+		targets = append(targets, string(p))
+	}
+	sl, err := r.Node.SanlockStatus(ctx, 0)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	transient := false
+	switch LeaseMode(sl, vgName, st.LVUUID) {
+	case lvm.Shared:
+		return r.fail(ctx, vol, orig, "Move", &lvm.Error{Kind: lvm.KindRequiresExclusive, Err: fmt.Errorf("the LV is held shared here: pvmove needs it exclusive")})
+	case lvm.Deactivate:
+		if err := r.Node.LVM.Activate(ctx, vgName, lvm.Exclusive, lvName); err != nil {
+			return r.fail(ctx, vol, orig, "Move", err)
+		}
+		r.Node.Invalidate()
+		transient = true
+	}
+	release := func() {
+		if transient {
+			_ = r.Node.LVM.Activate(ctx, vgName, lvm.Deactivate, lvName)
+			r.Node.Invalidate()
+		}
+	}
+	defer release()
+	t0 := time.Now()
+	start := metav1.Now()
+	want := map[string]bool{}
+	for _, p := range targets {
+		want[p] = true
+	}
+	for _, src := range append([]string(nil), st.PVs...) {
+		if want[src] || strings.HasPrefix(src, "pvmove") {
+			continue
+		}
+		if _, running, err := r.Node.LVM.PVMoveProgress(ctx, vgName, lvName); err == nil && !running {
+			if err := r.Node.LVM.StartPVMove(ctx, vgName, lvName, []string{src}, targets); err != nil {
+				return r.fail(ctx, vol, orig, "Move", err)
+			}
+		}
+		for {
+			pct, running, err := r.Node.LVM.PVMoveProgress(ctx, vgName, lvName)
+			if err != nil {
+				return r.fail(ctx, vol, orig, "Move", err)
+			}
+			if !running {
+				break
+			}
+			p := vol.DeepCopy()
+			vol.Status.Progress = &v1.OperationProgress{Operation: "pvmove", Percent: int32(pct), Node: r.Node.Name, StartTime: &start}
+			if err := r.patch(ctx, vol, p); err != nil && !apierrors.IsConflict(err) {
+				return ctrl.Result{}, err
+			}
+			select {
+			case <-ctx.Done():
+				return ctrl.Result{}, ctx.Err() // lvmpolld carries on; the next pass watches it
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	rep, err := r.Node.LVM.Report(ctx, vgName)
+	if err != nil {
+		return r.fail(ctx, vol, orig, "Move", err)
+	}
+	lvmVG, _ := rep.VG(vgName)
+	lv, ok := lvmVG.LV(lvName)
+	if !ok {
+		return r.fail(ctx, vol, orig, "Move", &lvm.Error{Kind: lvm.KindLVNotFound, Err: fmt.Errorf("LV %s/%s vanished", vgName, lvName)})
+	}
+	if err := r.Get(ctx, client.ObjectKeyFromObject(vol), vol); err != nil {
+		return ctrl.Result{}, err
+	}
+	orig = vol.DeepCopy()
+	r.recordLV(vol, st.VolumeGroup, vgName, lv)
+	vol.Status.Progress = nil
+	r.Recorder.Eventf(vol, nil, corev1.EventTypeNormal, "Moved", "Move", "node %s moved LV %s/%s onto %v in %.1fs (pvmove, online)", r.Node.Name, vgName, lvName, lv.Devices, time.Since(t0).Seconds())
 	return ctrl.Result{}, r.patch(ctx, vol, orig)
 }
 

@@ -81,8 +81,18 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 
 	needCreate := st.LVUUID == ""
 	needExtend := !needCreate && st.AllocatedSize != nil && vol.Spec.Size.Cmp(*st.AllocatedSize) > 0
+	needMove := !needCreate && v1.NeedsMove(&vol)
 	st.ExecutorNode = ""
 	switch {
+	case needMove && mode == lockrule.Shared:
+		msg := fmt.Sprintf("moving the LV's extents (pvmove) needs it held exclusively by one host, and it is held shared by %v: the move runs once a single node holds it (detach the others, or wait for the live migration to finish)", holders)
+		if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "MoveRefusedWhileShared", msg) {
+			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "MoveRefusedWhileShared", "Move", "%s", msg)
+		}
+	case needMove && mode == lockrule.Exclusive:
+		st.ExecutorNode = holders[0] // pvmove -n runs where the exclusive lock is held
+	case needMove:
+		st.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, r.nodeCanWork(ctx))
 	case !vgFound:
 		if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "VolumeGroupNotFound",
 			fmt.Sprintf("VolumeGroup %q does not exist: create it or point spec.volumeGroup at an existing one", vol.Spec.VolumeGroup)) {
@@ -117,12 +127,16 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 				"waiting for a node with a started lockspace of VolumeGroup %q to create LV %q", vol.Spec.VolumeGroup, vol.LVName())
 		}
 		st.Phase = v1.VolumePending
+	case needMove && st.ExecutorNode != "":
+		st.Phase = v1.VolumeMoving
+		setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionTrue, "Moving",
+			fmt.Sprintf("node %s is moving the LV's extents onto %v (pvmove, online)", st.ExecutorNode, vol.Spec.PVs))
 	default:
 		st.Phase = v1.VolumeAvailable
 		if len(holders) > 0 {
 			st.Phase = v1.VolumeInUse
 		}
-		if !needExtend || st.ExecutorNode != "" {
+		if (!needExtend && !needMove) || st.ExecutorNode != "" {
 			msg := fmt.Sprintf("LV %s/%s is %s", st.VGName, st.LVName, strings.ToLower(string(st.Phase)))
 			if needExtend {
 				msg = fmt.Sprintf("node %s is extending LV %s/%s to %s", st.ExecutorNode, st.VGName, st.LVName, vol.Spec.Size.String())
@@ -132,7 +146,7 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 	}
 	st.ObservedGeneration = gen
 	var res ctrl.Result
-	if needCreate || needExtend {
+	if needCreate || needExtend || needMove {
 		// Safety net: re-check the assignment if the executor's reports stop (node death).
 		res.RequeueAfter = 30 * time.Second
 	}

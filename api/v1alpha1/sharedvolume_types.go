@@ -192,3 +192,20 @@ type SharedVolumeList struct {
 func init() {
 	SchemeBuilder.Register(&SharedVolume{}, &SharedVolumeList{})
 }
+
+// NeedsMove reports whether the LV has extents on PVs outside spec.pvs (a pvmove request).
+func NeedsMove(v *SharedVolume) bool {
+	if len(v.Spec.PVs) == 0 || len(v.Status.PVs) == 0 {
+		return false
+	}
+	want := map[string]bool{}
+	for _, p := range v.Spec.PVs {
+		want[string(p)] = true
+	}
+	for _, p := range v.Status.PVs {
+		if !want[p] {
+			return true
+		}
+	}
+	return false
+}

@@ -112,12 +112,15 @@ func (cl *cluster) wait(what string, timeout time.Duration, cond func() error) t
 	return 0
 }
 
-// createVG creates VolumeGroup "cinder" for VG vg1 on /dev/vda: no node sees a VG on the
+// createVG creates VolumeGroup "cinder" for VG vg1 on pvs (/dev/vda by default): no node sees a VG on the
 // LUN yet, so the operator has one node create it and the other join its lockspace.
-func (cl *cluster) createVG() {
+func (cl *cluster) createVG(pvs ...v1.DevicePath) {
 	cl.t.Helper()
+	if len(pvs) == 0 {
+		pvs = []v1.DevicePath{"/dev/vda"}
+	}
 	if err := cl.c.Create(cl.ctx, &v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: "cinder"},
-		Spec: v1.VolumeGroupSpec{VGName: vg, PVs: []v1.DevicePath{"/dev/vda"},
+		Spec: v1.VolumeGroupSpec{VGName: vg, PVs: pvs,
 			NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"san": "lun0"}}}}); err != nil {
 		cl.t.Fatal(err)
 	}
