@@ -290,6 +290,32 @@ func (r *VolumeAgent) move(ctx context.Context, vol *v1.SharedVolume) (ctrl.Resu
 		}
 		targets = append(targets, string(p))
 	}
+	// Work from LVM's placement, not from status (which a cache may show stale): a move
+	// that is already done only needs recording, and must not take any lock.
+	want := map[string]bool{}
+	for _, p := range targets {
+		want[p] = true
+	}
+	rep, err := r.Node.LVM.Report(ctx, vgName)
+	if err != nil {
+		return r.fail(ctx, vol, orig, "Move", err)
+	}
+	lvmVG, _ := rep.VG(vgName)
+	cur, ok := lvmVG.LV(lvName)
+	if !ok {
+		return r.fail(ctx, vol, orig, "Move", &lvm.Error{Kind: lvm.KindLVNotFound, Err: fmt.Errorf("LV %s/%s vanished", vgName, lvName)})
+	}
+	var sources []string
+	for _, d := range cur.Devices {
+		if !want[d] && !strings.HasPrefix(d, "pvmove") {
+			sources = append(sources, d)
+		}
+	}
+	if len(sources) == 0 && !cur.Moving() {
+		r.recordLV(vol, st.VolumeGroup, vgName, cur)
+		vol.Status.Progress = nil
+		return ctrl.Result{}, r.patch(ctx, vol, orig)
+	}
 	sl, err := r.Node.SanlockStatus(ctx, 0)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -307,22 +333,19 @@ func (r *VolumeAgent) move(ctx context.Context, vol *v1.SharedVolume) (ctrl.Resu
 	}
 	release := func() {
 		if transient {
+			transient = false
 			_ = r.Node.LVM.Activate(ctx, vgName, lvm.Deactivate, lvName)
 			r.Node.Invalidate()
 		}
 	}
-	defer release()
+	defer release() // on every early return
 	t0 := time.Now()
 	start := metav1.Now()
-	want := map[string]bool{}
-	for _, p := range targets {
-		want[p] = true
+	if len(sources) == 0 {
+		sources = []string{""} // only watch the move already running
 	}
-	for _, src := range append([]string(nil), st.PVs...) {
-		if want[src] || strings.HasPrefix(src, "pvmove") {
-			continue
-		}
-		if _, running, err := r.Node.LVM.PVMoveProgress(ctx, vgName, lvName); err == nil && !running {
+	for _, src := range sources {
+		if _, running, err := r.Node.LVM.PVMoveProgress(ctx, vgName, lvName); err == nil && !running && src != "" {
 			if err := r.Node.LVM.StartPVMove(ctx, vgName, lvName, []string{src}, targets); err != nil {
 				return r.fail(ctx, vol, orig, "Move", err)
 			}
@@ -347,11 +370,12 @@ func (r *VolumeAgent) move(ctx context.Context, vol *v1.SharedVolume) (ctrl.Resu
 			}
 		}
 	}
-	rep, err := r.Node.LVM.Report(ctx, vgName)
-	if err != nil {
+	// Release a lock taken only for the move before saying the move is done.
+	release()
+	if rep, err = r.Node.LVM.Report(ctx, vgName); err != nil {
 		return r.fail(ctx, vol, orig, "Move", err)
 	}
-	lvmVG, _ := rep.VG(vgName)
+	lvmVG, _ = rep.VG(vgName)
 	lv, ok := lvmVG.LV(lvName)
 	if !ok {
 		return r.fail(ctx, vol, orig, "Move", &lvm.Error{Kind: lvm.KindLVNotFound, Err: fmt.Errorf("LV %s/%s vanished", vgName, lvName)})

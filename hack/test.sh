@@ -3,7 +3,7 @@
 # unit and envtest suite. Needs only Go and the network to the Go module proxy; builds the
 # envtest binaries on first use (~6 min on 2 cores) and caches them.
 # Then the storage tier: real lvm2 + lvmlockd + sanlock in qemu VMs sharing LUN images
-# (test/storage, build tag "storage"; ~11 min; needs root to install Debian packages once).
+# (test/storage, build tag "storage"; ~12 min; needs root to install Debian packages once).
 # Set SHAREDLVM_STORAGE_TIER=0 to skip it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
