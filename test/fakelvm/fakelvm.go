@@ -213,6 +213,11 @@ func (c *Cluster) Crash(host int) {
 func (c *Cluster) DeclareDead(host int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.dropLocks(host)
+}
+
+// dropLocks forgets every lease and lockspace of a host (caller holds c.mu).
+func (c *Cluster) dropLocks(host int) {
 	for _, v := range c.vgs {
 		for _, l := range v.lvs {
 			delete(l.holders, host)
@@ -225,12 +230,7 @@ func (c *Cluster) DeclareDead(host int) {
 func (c *Cluster) Reboot(host int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, v := range c.vgs {
-		for _, l := range v.lvs {
-			delete(l.holders, host)
-		}
-	}
-	c.hosts[host].lockspaces = map[string]bool{}
+	c.dropLocks(host)
 	c.hosts[host].up = true
 	c.hosts[host].boots++
 }
@@ -446,8 +446,8 @@ func (c *Cluster) free(v *vg) int64 {
 
 func (c *Cluster) lvremove(host int, argv []string) executor.Result {
 	path := argv[len(argv)-1]
-	v, l, res, ok := c.lookup(path)
-	if !ok {
+	v, l, res, found := c.lookup(path)
+	if !found {
 		return res
 	}
 	if !c.started(host, v.name) {
@@ -460,10 +460,8 @@ func (c *Cluster) lvremove(host int, argv []string) executor.Result {
 		c.RemovedDirty = append(c.RemovedDirty, path)
 	}
 	delete(v.lvs, l.name)
-	return ok2(fmt.Sprintf("  Logical volume \"%s\" successfully removed.\n", l.name))
+	return ok(fmt.Sprintf("  Logical volume \"%s\" successfully removed.\n", l.name))
 }
-
-func ok2(s string) executor.Result { return ok(s) }
 
 func (c *Cluster) lvextend(host int, argv []string) executor.Result {
 	path := argv[len(argv)-1]
