@@ -3,9 +3,12 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -15,6 +18,7 @@ import (
 	"github.com/sharedlvm/sharedlvm-operator/agent"
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	"github.com/sharedlvm/sharedlvm-operator/cmd"
+	"github.com/sharedlvm/sharedlvm-operator/cmd/plugin"
 )
 
 // Version is stamped at build time with -ldflags "-X main.Version=...".
@@ -28,9 +32,16 @@ roles:
   wait-locks block until this node's agent restored its locks for the current boot
              (init container of nova-compute or any VM launcher)
   version    print the version
+  kubectl-sharedlvm COMMAND
+             the kubectl plugin (also run when the binary is named kubectl-sharedlvm:
+             copy or link it onto PATH, then: kubectl sharedlvm locks)
 `
 
 func main() {
+	if filepath.Base(os.Args[0]) == "kubectl-sharedlvm" {
+		exitOn("kubectl sharedlvm", runPlugin(os.Args[1:]))
+		return
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
@@ -44,6 +55,8 @@ func main() {
 		err = runAgent(args)
 	case "wait-locks":
 		err = runWaitLocks(args)
+	case "kubectl-sharedlvm", "plugin":
+		err = runPlugin(args)
 	case "version":
 		fmt.Println(Version)
 	case "-h", "--help", "help":
@@ -52,10 +65,41 @@ func main() {
 		fmt.Fprintf(os.Stderr, "unknown role %q\n%s", role, usage)
 		os.Exit(2)
 	}
+	exitOn("sharedlvm "+role, err)
+}
+
+func exitOn(what string, err error) {
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "sharedlvm %s: %v\n", role, err)
+		fmt.Fprintf(os.Stderr, "%s: %v\n", what, err)
 		os.Exit(1)
 	}
+}
+
+// runPlugin runs `kubectl sharedlvm ...` with kubectl's kubeconfig rules (--kubeconfig,
+// then $KUBECONFIG, then ~/.kube/config, then in-cluster).
+func runPlugin(args []string) error {
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, "--kubeconfig="); ok {
+			os.Setenv("KUBECONFIG", v)
+		} else if a == "--kubeconfig" && i+1 < len(args) {
+			os.Setenv("KUBECONFIG", args[i+1])
+		}
+	}
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Print(plugin.Usage)
+		return nil
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: cmd.Scheme()})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return plugin.Run(ctx, c, args, os.Stdout)
 }
 
 // parse parses role flags on flag.CommandLine, which also carries controller-runtime's

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/metrics"
 )
 
 // AttachmentResync is how often an applied attachment is checked against sanlock, so that a
@@ -106,10 +107,18 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 				"node %s no longer held its %s lock on %s/%s; taking it again", r.Node.Name, st.AppliedLock, vg, lvName)
 		}
 		t0 := time.Now()
+		op := metrics.OpConvert
+		switch {
+		case have == lvm.Deactivate:
+			op = metrics.OpAttach
+		case want == lvm.Deactivate:
+			op = metrics.OpDetach
+		}
 		err := r.Node.LVM.Activate(ctx, vg, want, lvName)
 		r.Node.Invalidate()
 		if err != nil {
 			reason := lvm.KindOf(err).String()
+			metrics.CountFailure(op, r.Node.Name, reason)
 			msg := fmt.Sprintf("node %s could not take %s lock on %s/%s: %v", r.Node.Name, fromActivation(want), vg, lvName, err)
 			if lvm.KindOf(err) == lvm.KindLockHeldByOther {
 				msg += " (sanlock refused: another host holds it; retrying until it is released)"
@@ -122,6 +131,7 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 			}
 			return ctrl.Result{}, err // exponential backoff, visible in the condition
 		}
+		metrics.ObserveOperation(op, r.Node.Name, time.Since(t0))
 		log.FromContext(ctx).Info("lock applied", "lv", vg+"/"+lvName, "mode", fromActivation(want), "seconds", time.Since(t0).Seconds())
 		r.Recorder.Eventf(&att, nil, corev1.EventTypeNormal, "LockApplied", "ApplyLock",
 			"node %s now holds %s/%s %s (%.2fs)", r.Node.Name, vg, lvName, fromActivation(want), time.Since(t0).Seconds())

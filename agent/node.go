@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sharedlvm/sharedlvm-operator/agent/blockdev"
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
 	"github.com/sharedlvm/sharedlvm-operator/agent/sanlock"
@@ -19,6 +20,7 @@ type Node struct {
 	Name    string
 	LVM     *lvm.Client
 	Sanlock *sanlock.Client
+	Block   *blockdev.Client
 	exec    executor.Executor
 
 	mu   sync.Mutex
@@ -33,7 +35,7 @@ type Node struct {
 
 // NewNode returns a Node running commands through e.
 func NewNode(name string, e executor.Executor) *Node {
-	return &Node{Name: name, LVM: lvm.New(e), Sanlock: &sanlock.Client{Exec: e}, exec: e, busy: map[string]*sync.Mutex{}}
+	return &Node{Name: name, LVM: lvm.New(e), Sanlock: &sanlock.Client{Exec: e}, Block: &blockdev.Client{Exec: e}, exec: e, busy: map[string]*sync.Mutex{}}
 }
 
 // LockLV serializes this agent's lock changes on one LV (attach, detach, drift repair,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/metrics"
 )
 
 // Restorer runs once when the agent starts: after a node reboot it restores the node's locks
@@ -198,6 +199,7 @@ func (r *Restorer) restore(ctx context.Context) error {
 		msg += fmt.Sprintf("; %d could not be re-activated (see their attachments): %s", len(failed), strings.Join(failed, "; "))
 		r.Recorder.Eventf(&node, nil, corev1.EventTypeWarning, "RestoreConflicts", "RestoreLocks", "%s", msg)
 	}
+	metrics.ObserveOperation(metrics.OpRestore, r.Node.Name, time.Since(t0))
 	logger.Info("locks restored", "bootID", bootID, "attachments", count, "batches", len(keys), "seconds", time.Since(t0).Seconds())
 	r.Recorder.Eventf(&node, nil, corev1.EventTypeNormal, "LocksRestored", "RestoreLocks", "%s", msg)
 	return r.markRestored(ctx, bootID, msg)

@@ -19,8 +19,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
+	"github.com/sharedlvm/sharedlvm-operator/agent/blockdev"
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/metrics"
 )
 
 // WipeChunk is how much of a deleted LV one zeroing command clears; progress is reported
@@ -55,11 +57,17 @@ func (r *VolumeAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Res
 	}
 	switch {
 	case !vol.DeletionTimestamp.IsZero():
-		if vol.Status.Phase == v1.VolumeDeleting && vol.Status.LVUUID != "" {
+		if vol.Status.Phase == v1.VolumeDeleting {
 			return r.delete(ctx, &vol)
 		}
+	case vol.Status.RetiredLV != nil:
+		return r.removeRetired(ctx, &vol)
+	case vol.Status.LVUUID == "" && vol.Spec.Source != nil:
+		return r.createCopy(ctx, &vol)
 	case vol.Status.LVUUID == "":
 		return r.create(ctx, &vol)
+	case v1.NeedsMigration(&vol):
+		return r.migrate(ctx, &vol)
 	case vol.Status.AllocatedSize != nil && vol.Spec.Size.Cmp(*vol.Status.AllocatedSize) > 0:
 		return r.extend(ctx, &vol)
 	case v1.NeedsMove(&vol):
@@ -73,6 +81,7 @@ func (r *VolumeAgent) fail(ctx context.Context, vol, orig *v1.SharedVolume, acti
 	if reason == "Unknown" {
 		reason = action + "Failed"
 	}
+	metrics.CountFailure(strings.ToLower(action), r.Node.Name, reason)
 	msg := fmt.Sprintf("%s on node %s failed: %v", action, r.Node.Name, err)
 	if setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionProvisioned, vol.Status.LVUUID != "", reason, msg) {
 		r.Recorder.Eventf(vol, nil, corev1.EventTypeWarning, reason, action, "%s", msg)
@@ -101,48 +110,19 @@ func (r *VolumeAgent) vgOf(ctx context.Context, vol *v1.SharedVolume) (*v1.Volum
 
 func (r *VolumeAgent) create(ctx context.Context, vol *v1.SharedVolume) (ctrl.Result, error) {
 	orig := vol.DeepCopy()
-	if vol.Spec.Source != nil {
-		setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionProvisioned, false, "CopyNotSupported",
-			"creating a volume from another volume (spec.source) is not implemented yet; create it empty")
-		return ctrl.Result{}, r.patch(ctx, vol, orig)
-	}
 	vg, err := r.vgOf(ctx, vol)
 	if err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err) // the operator reports a missing VG
 	}
-	vgName, lvName, tag := string(vg.Spec.VGName), vol.LVName(), v1.OwnerTag(string(vol.UID))
+	vgName, lvName := string(vg.Spec.VGName), vol.LVName()
 	defer r.Node.LockLV(vgName + "/" + lvName)()
 	t0 := time.Now()
-	rep, err := r.Node.LVM.Report(ctx, vgName)
+	lv, created, err := r.ensureLV(ctx, vol, vgName, lvName, vol.Spec.Size.Value(), specPVs(vol))
 	if err != nil {
 		return r.fail(ctx, vol, orig, "Create", err)
 	}
-	lvmVG, _ := rep.VG(vgName)
-	var lv *lvm.LV
-	if owned := lvmVG.LVsWithTag(tag); len(owned) > 0 {
-		lv = &owned[0] // created before a crash: adopt, never create a second
-	} else if other, exists := lvmVG.LV(lvName); exists {
-		return r.fail(ctx, vol, orig, "Create", &lvm.Error{Kind: lvm.KindAlreadyExists,
-			Err: fmt.Errorf("an LV named %s already exists in VG %s and is not this volume's (it lacks tag %s, has %v): set spec.lvName to another name, or remove that LV if it is garbage", lvName, vgName, tag, other.Tags)})
-	} else {
-		pvs := make([]string, 0, len(vol.Spec.PVs))
-		for _, p := range vol.Spec.PVs {
-			pvs = append(pvs, string(p))
-		}
-		// -an: a new volume has no attachment, so no node may hold its lock (the lock rule).
-		if err := r.Node.LVM.CreateLV(ctx, vgName, lvName, vol.Spec.Size.Value(), lvm.CreateOptions{
-			Tags: []string{tag, v1.TagManaged}, PVs: pvs, Activate: lvm.Deactivate}); err != nil {
-			return r.fail(ctx, vol, orig, "Create", err)
-		}
-		if rep, err = r.Node.LVM.Report(ctx, vgName); err != nil {
-			return r.fail(ctx, vol, orig, "Create", err)
-		}
-		lvmVG, _ = rep.VG(vgName)
-		owned := lvmVG.LVsWithTag(tag)
-		if len(owned) == 0 {
-			return r.fail(ctx, vol, orig, "Create", fmt.Errorf("LV %s/%s not found after lvcreate", vgName, lvName))
-		}
-		lv = &owned[0]
+	if created {
+		metrics.ObserveOperation(metrics.OpCreate, r.Node.Name, time.Since(t0))
 		r.Recorder.Eventf(vol, nil, corev1.EventTypeNormal, "Created", "Create",
 			"node %s created LV %s/%s (%s, UUID %s) in %.2fs", r.Node.Name, vgName, lv.Name, quantity(lv.Size), lv.UUID, time.Since(t0).Seconds())
 	}
@@ -157,6 +137,12 @@ func (r *VolumeAgent) recordLV(vol *v1.SharedVolume, vgCR, vgName string, lv *lv
 	st := &vol.Status
 	st.VolumeGroup, st.VGName, st.LVName, st.LVUUID = vgCR, vgName, lv.Name, lv.UUID
 	st.Path = "/dev/" + vgName + "/" + lv.Name
+	st.LeaseOffset = nil
+	if _, off, ok := strings.Cut(lv.LockArgs, ":"); ok { // sanlock: "1.0.0:<offset>"
+		if n, err := strconv.ParseInt(off, 10, 64); err == nil {
+			st.LeaseOffset = &n
+		}
+	}
 	size := resource.NewQuantity(lv.Size, resource.BinarySI)
 	st.AllocatedSize = size
 	st.PVs = nil
@@ -165,47 +151,74 @@ func (r *VolumeAgent) recordLV(vol *v1.SharedVolume, vgCR, vgName string, lv *lv
 	}
 }
 
+// delete wipes and removes every LV of the volume: the one status names, a migration's
+// retired LV, and any LV a create, copy or migration cut short left behind (found by the
+// owner tag in the VG spec names), plus a copy's temporary snapshot of its source.
 func (r *VolumeAgent) delete(ctx context.Context, vol *v1.SharedVolume) (ctrl.Result, error) {
 	orig := vol.DeepCopy()
 	st := &vol.Status
-	vgName, lvName, tag := st.VGName, st.LVName, v1.OwnerTag(string(vol.UID))
-	defer r.Node.LockLV(st.LVUUID)()
-	rep, err := r.Node.LVM.Report(ctx, vgName)
-	if err != nil {
-		return r.fail(ctx, vol, orig, "Delete", err)
+	if st.LVUUID != "" {
+		defer r.Node.LockLV(st.LVUUID)()
 	}
-	lvmVG, _ := rep.VG(vgName)
-	lv, exists := lvmVG.LV(lvName)
-	switch {
-	case !exists:
-		// Removed before a crash (or by hand): nothing left to do.
-	case !lv.HasTag(tag) || lv.UUID != st.LVUUID:
-		return r.fail(ctx, vol, orig, "Delete", fmt.Errorf("LV %s/%s is not this volume's (UUID %s, tags %v): refusing to remove it", vgName, lvName, lv.UUID, lv.Tags))
-	default:
-		policy := v1.WipeZero
-		if vg, err := r.vgOf(ctx, vol); err == nil && vg.Spec.WipePolicy != "" {
-			policy = vg.Spec.WipePolicy
-		} else if err != nil && !apierrors.IsNotFound(err) {
-			return ctrl.Result{}, err
-		}
-		t0 := time.Now()
-		if policy == v1.WipeZero {
-			if err := r.wipe(ctx, vol, vgName, lv); err != nil {
-				_ = r.Node.LVM.Activate(ctx, vgName, lvm.Deactivate, lvName)
-				r.Node.Invalidate()
-				return r.fail(ctx, vol, orig, "Wipe", err)
-			}
-		}
-		if err := r.Node.LVM.RemoveOwnedLV(ctx, vgName, lvName, tag); err != nil {
+	if old := st.RetiredLV; old != nil {
+		if err := r.removeOwned(ctx, vol, old.VolumeGroup, old.VGName, old.LVName, old.LVUUID); err != nil {
 			return r.fail(ctx, vol, orig, "Delete", err)
 		}
-		r.Node.Invalidate()
-		r.Recorder.Eventf(vol, nil, corev1.EventTypeNormal, "LVRemoved", "Delete",
-			"node %s wiped (policy %s) and removed LV %s/%s in %.2fs", r.Node.Name, policy, vgName, lvName, time.Since(t0).Seconds())
+		st.RetiredLV = nil
 	}
+	if st.LVUUID == "" || v1.NeedsMigration(vol) {
+		if err := r.removeLeftovers(ctx, vol); err != nil {
+			return r.fail(ctx, vol, orig, "Delete", err)
+		}
+	}
+	if st.LVUUID != "" {
+		if err := r.removeOwned(ctx, vol, st.VolumeGroup, st.VGName, st.LVName, st.LVUUID); err != nil {
+			return r.fail(ctx, vol, orig, "Delete", err)
+		}
+	}
+	removed := st.VGName + "/" + st.LVName
 	st.LVUUID, st.Path, st.Progress, st.AllocatedSize, st.PVs = "", "", nil, nil, nil
-	setCondition(&st.Conditions, vol.Generation, v1.ConditionProvisioned, false, "Deleted", fmt.Sprintf("LV %s/%s removed", vgName, lvName))
+	setCondition(&st.Conditions, vol.Generation, v1.ConditionProvisioned, false, "Deleted", fmt.Sprintf("LV %s removed; nothing of the volume is left on disk", removed))
 	return ctrl.Result{}, r.patch(ctx, vol, orig)
+}
+
+// removeLeftovers removes what an interrupted create, copy or migration left: LVs with the
+// volume's owner tag in the VG spec.volumeGroup names that status does not name, and the
+// temporary snapshot a copy of an attached source took.
+func (r *VolumeAgent) removeLeftovers(ctx context.Context, vol *v1.SharedVolume) error {
+	if vol.Spec.Source != nil {
+		var src v1.SharedVolume
+		err := r.Get(ctx, types.NamespacedName{Namespace: vol.Namespace, Name: string(vol.Spec.Source.Volume)}, &src)
+		if err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+		if err == nil && src.Status.VGName != "" {
+			if err := r.Node.LVM.RemoveOwnedLV(ctx, src.Status.VGName, snapshotName(vol.UID), v1.TagSnapshotFor+string(vol.UID)); err != nil {
+				return err
+			}
+		}
+	}
+	vg, err := r.vgOf(ctx, vol)
+	if apierrors.IsNotFound(err) {
+		return nil // a VG without its object is out of reach; its LVs carry the owner tag
+	} else if err != nil {
+		return err
+	}
+	vgName := string(vg.Spec.VGName)
+	rep, err := r.Node.LVM.Report(ctx, vgName)
+	if err != nil {
+		return err
+	}
+	lvmVG, _ := rep.VG(vgName)
+	for _, lv := range lvmVG.LVsWithTag(v1.OwnerTag(string(vol.UID))) {
+		if lv.UUID == vol.Status.LVUUID {
+			continue
+		}
+		if err := r.removeOwned(ctx, vol, vg.Name, vgName, lv.Name, lv.UUID); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // wipe zeroes the whole LV (Cinder's volume_clear = zero) with the exclusive lock held,
@@ -217,23 +230,14 @@ func (r *VolumeAgent) wipe(ctx context.Context, vol *v1.SharedVolume, vgName str
 	}
 	r.Node.Invalidate()
 	dev := "/dev/" + vgName + "/" + lv.Name
-	start := metav1.Now()
-	for off := int64(0); off < lv.Size; off += WipeChunk {
-		n := min(int64(WipeChunk), lv.Size-off)
-		res, err := r.Node.exec.Run(ctx, []string{"blkdiscard", "--zeroout", "--offset", strconv.FormatInt(off, 10), "--length", strconv.FormatInt(n, 10), dev})
-		if err != nil {
+	prog := r.progress(ctx, vol, "wipe", lv.Size)
+	if err := blockdev.Chunks(ctx, 0, lv.Size, WipeChunk, func(off, n int64) error {
+		if err := r.Node.Block.ZeroRange(ctx, dev, off, n); err != nil {
 			return err
 		}
-		if res.ExitCode != 0 {
-			return fmt.Errorf("blkdiscard --zeroout %s: exit %d: %s", dev, res.ExitCode, res.Stderr)
-		}
-		if lv.Size > WipeChunk {
-			orig := vol.DeepCopy()
-			vol.Status.Progress = &v1.OperationProgress{Operation: "wipe", Percent: int32((off + n) * 100 / lv.Size), Node: r.Node.Name, StartTime: &start}
-			if err := r.patch(ctx, vol, orig); err != nil {
-				return err
-			}
-		}
+		return prog(off + n)
+	}); err != nil {
+		return err
 	}
 	err := r.Node.LVM.Activate(ctx, vgName, lvm.Deactivate, lv.Name)
 	r.Node.Invalidate()
@@ -260,6 +264,7 @@ func (r *VolumeAgent) extend(ctx context.Context, vol *v1.SharedVolume) (ctrl.Re
 		return r.fail(ctx, vol, orig, "Extend", &lvm.Error{Kind: lvm.KindLVNotFound, Err: fmt.Errorf("LV %s/%s vanished", st.VGName, st.LVName)})
 	}
 	r.recordLV(vol, st.VolumeGroup, st.VGName, lv)
+	metrics.ObserveOperation(metrics.OpExtend, r.Node.Name, time.Since(t0))
 	setCondition(&st.Conditions, vol.Generation, v1.ConditionProvisioned, true, "Extended", fmt.Sprintf("LV %s/%s is %s", st.VGName, lv.Name, quantity(lv.Size)))
 	r.Recorder.Eventf(vol, nil, corev1.EventTypeNormal, "Extended", "Extend", "node %s extended LV %s/%s to %s in %.2fs", r.Node.Name, st.VGName, lv.Name, quantity(lv.Size), time.Since(t0).Seconds())
 	return ctrl.Result{}, r.patch(ctx, vol, orig)
@@ -386,6 +391,7 @@ func (r *VolumeAgent) move(ctx context.Context, vol *v1.SharedVolume) (ctrl.Resu
 	orig = vol.DeepCopy()
 	r.recordLV(vol, st.VolumeGroup, vgName, lv)
 	vol.Status.Progress = nil
+	metrics.ObserveOperation(metrics.OpPVMove, r.Node.Name, time.Since(t0))
 	r.Recorder.Eventf(vol, nil, corev1.EventTypeNormal, "Moved", "Move", "node %s moved LV %s/%s onto %v in %.1fs (pvmove, online)", r.Node.Name, vgName, lvName, lv.Devices, time.Since(t0).Seconds())
 	return ctrl.Result{}, r.patch(ctx, vol, orig)
 }

@@ -21,6 +21,7 @@ import (
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/controllers"
+	"github.com/sharedlvm/sharedlvm-operator/metrics"
 )
 
 // Scheme knows the core types and sharedlvm.io/v1alpha1.
@@ -85,5 +86,6 @@ func NewOperator(ctx context.Context, cfg *rest.Config, o OperatorOptions) (mana
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return nil, err
 	}
+	metrics.CollectStateFrom(mgr.GetCache())
 	return mgr, nil
 }

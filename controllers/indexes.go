@@ -21,8 +21,11 @@ const (
 	IndexAttachmentVolume = "spec.volume"
 	// IndexAttachmentNode indexes VolumeAttachments by spec.node.
 	IndexAttachmentNode = "spec.node"
-	// IndexVolumeGroup indexes SharedVolumes by spec.volumeGroup.
+	// IndexVolumeGroup indexes SharedVolumes by every VolumeGroup they involve: spec's,
+	// status's (they differ during a migration) and a retired LV's.
 	IndexVolumeGroup = "spec.volumeGroup"
+	// IndexSource indexes SharedVolumes by spec.source.volume (the clones of a volume).
+	IndexSource = "spec.source.volume"
 )
 
 // SetupIndexes registers the field indexes used by the operator and the agents.
@@ -38,9 +41,38 @@ func SetupIndexes(ctx context.Context, mgr manager.Manager) error {
 	}); err != nil {
 		return err
 	}
+	if err := idx.IndexField(ctx, &v1.SharedVolume{}, IndexSource, func(o client.Object) []string {
+		if src := o.(*v1.SharedVolume).Spec.Source; src != nil {
+			return []string{string(src.Volume)}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	return idx.IndexField(ctx, &v1.SharedVolume{}, IndexVolumeGroup, func(o client.Object) []string {
-		return []string{string(o.(*v1.SharedVolume).Spec.VolumeGroup)}
+		return involvedVGs(o.(*v1.SharedVolume))
 	})
+}
+
+// involvedVGs are the VolumeGroups a volume's LVM work touches: where it should live, where
+// it lives, and where a migration left its old LV.
+func involvedVGs(v *v1.SharedVolume) []string {
+	out := []string{string(v.Spec.VolumeGroup)}
+	add := func(n string) {
+		for _, o := range out {
+			if o == n {
+				return
+			}
+		}
+		out = append(out, n)
+	}
+	if v.Status.VolumeGroup != "" {
+		add(v.Status.VolumeGroup)
+	}
+	if v.Status.RetiredLV != nil {
+		add(v.Status.RetiredLV.VolumeGroup)
+	}
+	return out
 }
 
 // attachmentsOf lists the attachments of one volume through the index.

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
@@ -98,6 +99,20 @@ var _ = Describe("SharedVolume reconciler", func() {
 		Consistently(func() error { return k8s.Get(ctx, client.ObjectKeyFromObject(vol), vol) }, "1s").Should(Succeed())
 
 		Expect(k8s.Delete(ctx, att)).To(Succeed())
+		if c := meta.FindStatusCondition(get(vol).Status.Conditions, v1.ConditionProvisioned); c != nil {
+			// A node was asked to create the LV (this suite runs no agent): it may exist
+			// unrecorded, so a node must look for it before the object goes.
+			Eventually(func() string {
+				c := meta.FindStatusCondition(get(vol).Status.Conditions, v1.ConditionDeletionBlocked)
+				return c.Reason
+			}).Should(Equal("CleaningUp"))
+			Consistently(func() error { return k8s.Get(ctx, client.ObjectKeyFromObject(vol), vol) }, "500ms").Should(Succeed())
+			Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error { // what the agent reports after its pass
+				get(vol)
+				meta.SetStatusCondition(&vol.Status.Conditions, metav1.Condition{Type: v1.ConditionProvisioned, Status: metav1.ConditionFalse, Reason: "Deleted", Message: "nothing left"})
+				return k8s.Status().Update(ctx, vol)
+			})).To(Succeed())
+		}
 		Eventually(func() bool { return isGone(vol) }).Should(BeTrue(), "finalizer removed once no attachment is left")
 	})
 })

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -80,10 +81,44 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 	st.Lock = v1.LockStatus{Mode: toLockMode(mode), Holders: holders}
 
 	needCreate := st.LVUUID == ""
-	needExtend := !needCreate && st.AllocatedSize != nil && vol.Spec.Size.Cmp(*st.AllocatedSize) > 0
+	retiring := st.RetiredLV != nil
+	needMigrate := !retiring && v1.NeedsMigration(&vol)
+	needExtend := !needCreate && !needMigrate && st.AllocatedSize != nil && vol.Spec.Size.Cmp(*st.AllocatedSize) > 0
 	needMove := !needCreate && v1.NeedsMove(&vol)
+	copying := false // a create that copies spec.source
 	st.ExecutorNode = ""
+	canWork := r.nodeCanWork(ctx)
 	switch {
+	case retiring:
+		// The volume lives in its new LV; the old one is wiped and removed by a node of its VG.
+		var old v1.VolumeGroup
+		if err := r.Get(ctx, types.NamespacedName{Name: st.RetiredLV.VolumeGroup}, &old); err != nil && !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, err
+		}
+		st.ExecutorNode = pickExecutor(&old, string(vol.UID), orig.Status.ExecutorNode, canWork)
+	case needMigrate && len(atts) > 0:
+		msg := fmt.Sprintf("spec.volumeGroup asks to migrate the volume from %s to %s, but it is attached (%s): detach it first (Cinder migrates attached volumes through the hypervisor, onto a new volume)", st.VolumeGroup, vol.Spec.VolumeGroup, attachmentNames(atts))
+		if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "MigrationNeedsDetach", msg) {
+			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "MigrationNeedsDetach", "Migrate", "%s", msg)
+		}
+	case needMigrate && !vgFound:
+		if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "VolumeGroupNotFound",
+			fmt.Sprintf("VolumeGroup %q (the migration's target) does not exist: create it or set spec.volumeGroup back to %s", vol.Spec.VolumeGroup, st.VolumeGroup)) {
+			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "VolumeGroupNotFound", "Migrate", "VolumeGroup %q does not exist", vol.Spec.VolumeGroup)
+		}
+	case needMigrate:
+		// The copy runs on a node that has started the lockspaces of both VGs.
+		var from v1.VolumeGroup
+		if err := r.Get(ctx, types.NamespacedName{Name: st.VolumeGroup}, &from); err != nil && !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, err
+		}
+		st.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, readyIn(&from, canWork))
+		if st.ExecutorNode == "" {
+			msg := fmt.Sprintf("no node has started the lockspaces of both VG %s and VG %s: the migration copy needs one", from.Spec.VGName, vg.Spec.VGName)
+			if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "NoReadyNode", msg) {
+				r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "NoReadyNode", "Migrate", "%s", msg)
+			}
+		}
 	case needMove && mode == lockrule.Shared:
 		msg := fmt.Sprintf("moving the LV's extents (pvmove) needs it held exclusively by one host, and it is held shared by %v: the move runs once a single node holds it (detach the others, or wait for the live migration to finish)", holders)
 		if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "MoveRefusedWhileShared", msg) {
@@ -92,7 +127,7 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 	case needMove && mode == lockrule.Exclusive:
 		st.ExecutorNode = holders[0] // pvmove -n runs where the exclusive lock is held
 	case needMove:
-		st.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, r.nodeCanWork(ctx))
+		st.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, canWork)
 	case !vgFound:
 		if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "VolumeGroupNotFound",
 			fmt.Sprintf("VolumeGroup %q does not exist: create it or point spec.volumeGroup at an existing one", vol.Spec.VolumeGroup)) {
@@ -102,11 +137,21 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 	case needExtend && mode == lockrule.Shared:
 		setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "ExtendWaitsForSingleHolder",
 			fmt.Sprintf("the volume is held shared by %v; it is extended once a single node holds it (detach the other attachments, or wait for the live migration to finish)", holders))
+	case needCreate && vol.Spec.Source != nil:
+		copying = true
+		exec, reason, msg, err := r.copyExecutor(ctx, &vol, &vg, orig.Status.ExecutorNode, canWork)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		st.ExecutorNode = exec
+		if reason != "" && setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, reason, msg) {
+			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, reason, "Copy", "%s", msg)
+		}
 	case needCreate || needExtend:
 		if mode == lockrule.Exclusive {
 			st.ExecutorNode = holders[0] // the exclusive holder does the work under its lock
 		} else {
-			st.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, r.nodeCanWork(ctx))
+			st.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, canWork)
 		}
 		if st.ExecutorNode == "" {
 			msg := fmt.Sprintf("no node has started the lockspace of VG %s (check `kubectl get svg %s`: are the agents running and does spec.nodeSelector select them?)", vg.Spec.VGName, vg.Name)
@@ -117,14 +162,41 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 	}
 
 	switch {
+	case retiring:
+		st.Phase = v1.VolumeMigrating
+		msg := fmt.Sprintf("the volume lives in LV %s/%s; node %s is wiping and removing its old LV %s/%s", st.VGName, st.LVName, st.ExecutorNode, st.RetiredLV.VGName, st.RetiredLV.LVName)
+		if st.ExecutorNode == "" {
+			msg = fmt.Sprintf("the volume lives in LV %s/%s; its old LV %s/%s waits for a node of VolumeGroup %s to wipe and remove it", st.VGName, st.LVName, st.RetiredLV.VGName, st.RetiredLV.LVName, st.RetiredLV.VolumeGroup)
+		}
+		setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionTrue, "RemovingRetiredLV", msg)
+	case needMigrate && st.ExecutorNode != "":
+		st.Phase = v1.VolumeMigrating
+		if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "Migrating",
+			fmt.Sprintf("node %s is copying LV %s/%s to VolumeGroup %s; the volume switches to the copy when it completes", st.ExecutorNode, st.VGName, st.LVName, vol.Spec.VolumeGroup)) {
+			r.Recorder.Eventf(&vol, nil, corev1.EventTypeNormal, "Migrating", "Migrate", "node %s copies the volume from %s to %s", st.ExecutorNode, st.VolumeGroup, vol.Spec.VolumeGroup)
+		}
+	case needMigrate:
+		st.Phase = v1.VolumeAvailable
+		if len(holders) > 0 {
+			st.Phase = v1.VolumeInUse
+		}
 	case needCreate && st.ExecutorNode != "":
 		st.Phase = v1.VolumeCreating
-		setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "Creating",
-			fmt.Sprintf("node %s is creating LV %s in VG %s", st.ExecutorNode, vol.LVName(), vg.Spec.VGName))
+		if meta.FindStatusCondition(st.Conditions, v1.ConditionProvisioned) == nil {
+			// From now on an LV may exist before status records it: deleting the volume
+			// takes a cleanup pass (needsCleanupPass).
+			setCondition(&st.Conditions, gen, v1.ConditionProvisioned, metav1.ConditionFalse, "Creating",
+				fmt.Sprintf("node %s was asked to create the LV", st.ExecutorNode))
+		}
+		msg := fmt.Sprintf("node %s is creating LV %s in VG %s", st.ExecutorNode, vol.LVName(), vg.Spec.VGName)
+		if copying {
+			msg = fmt.Sprintf("node %s is creating LV %s in VG %s as a copy of volume %s", st.ExecutorNode, vol.LVName(), vg.Spec.VGName, vol.Spec.Source.Volume)
+		}
+		setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "Creating", msg)
 	case needCreate:
 		if st.Phase != v1.VolumePending {
 			r.Recorder.Eventf(&vol, nil, corev1.EventTypeNormal, "Pending", "Provision",
-				"waiting for a node with a started lockspace of VolumeGroup %q to create LV %q", vol.Spec.VolumeGroup, vol.LVName())
+				"waiting to create LV %q in VolumeGroup %q (see the Ready condition)", vol.LVName(), vol.Spec.VolumeGroup)
 		}
 		st.Phase = v1.VolumePending
 	case needMove && st.ExecutorNode != "":
@@ -146,11 +218,87 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 	}
 	st.ObservedGeneration = gen
 	var res ctrl.Result
-	if needCreate || needExtend || needMove {
+	if needCreate || needExtend || needMove || needMigrate || retiring {
 		// Safety net: re-check the assignment if the executor's reports stop (node death).
 		res.RequeueAfter = 30 * time.Second
 	}
 	return res, r.patchStatus(ctx, &vol, orig)
+}
+
+// copyExecutor picks the node that copies spec.source into a new volume, or says why none
+// may yet (reason and message for the Ready condition). A source held exclusively is copied
+// on its holder, from a temporary snapshot (the VM keeps running); an unattached one on a
+// node of both VGs, under a shared lock it takes for the copy; a shared-attached one waits:
+// a thick snapshot cannot exist while its origin is held shared (lvmlockd(8)), and a copy
+// of a volume written on several hosts would not be a point in time.
+func (r *SharedVolumeReconciler) copyExecutor(ctx context.Context, vol *v1.SharedVolume, vg *v1.VolumeGroup, current string, canWork func(string) bool) (exec, reason, msg string, err error) {
+	name := string(vol.Spec.Source.Volume)
+	var src v1.SharedVolume
+	if err := r.Get(ctx, types.NamespacedName{Namespace: vol.Namespace, Name: name}, &src); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", "SourceNotFound", fmt.Sprintf("spec.source names SharedVolume %q, which does not exist in namespace %s", name, vol.Namespace), nil
+		}
+		return "", "", "", err
+	}
+	switch {
+	case !src.DeletionTimestamp.IsZero():
+		return "", "SourceNotFound", fmt.Sprintf("source volume %s is being deleted", name), nil
+	case src.Status.LVUUID == "":
+		return "", "SourceNotReady", fmt.Sprintf("source volume %s has no LV yet (phase %q): the copy starts once it has", name, src.Status.Phase), nil
+	case v1.NeedsMigration(&src) || src.Status.RetiredLV != nil:
+		return "", "SourceNotReady", fmt.Sprintf("source volume %s is being migrated between VolumeGroups: the copy starts once it is done", name), nil
+	case src.Status.AllocatedSize != nil && src.Status.AllocatedSize.Cmp(vol.Spec.Size) > 0:
+		return "", "SourceLargerThanVolume", fmt.Sprintf("source volume %s is %s, larger than spec.size %s: a copy must be at least as large as its source", name, src.Status.AllocatedSize.String(), vol.Spec.Size.String()), nil
+	}
+	if vg.Name == "" {
+		return "", "VolumeGroupNotFound", fmt.Sprintf("VolumeGroup %q does not exist", vol.Spec.VolumeGroup), nil
+	}
+	var srcVG v1.VolumeGroup
+	if err := r.Get(ctx, types.NamespacedName{Name: src.Status.VolumeGroup}, &srcVG); err != nil && !apierrors.IsNotFound(err) {
+		return "", "", "", err
+	}
+	srcAtts, err := attachmentsOf(ctx, r, src.Namespace, src.Name)
+	if err != nil {
+		return "", "", "", err
+	}
+	mode, holders := lockrule.Holders(nodesOf(srcAtts, nil))
+	both := readyIn(&srcVG, canWork)
+	switch mode {
+	case lockrule.Shared:
+		return "", "CopyWaitsForSingleHolder", fmt.Sprintf("source volume %s is held shared by %v: a point-in-time copy needs it unattached or held by one node (a thick snapshot cannot exist while its origin is shared); the copy starts once a single node holds it", name, holders), nil
+	case lockrule.Exclusive:
+		h := holders[0]
+		if !both(h) || !readyIn(vg, func(string) bool { return true })(h) {
+			return "", "NoReadyNode", fmt.Sprintf("source volume %s is held by node %s, which copies it from a snapshot, but that node has not started the lockspace of VG %s", name, h, vg.Spec.VGName), nil
+		}
+		return h, "", "", nil
+	}
+	exec = pickExecutor(vg, string(vol.UID), current, both)
+	if exec == "" {
+		return "", "NoReadyNode", fmt.Sprintf("no node has started the lockspaces of both VG %s (the copy) and VG %s (its source %s)", vg.Spec.VGName, srcVG.Spec.VGName, name), nil
+	}
+	return exec, "", "", nil
+}
+
+// readyIn narrows canWork to nodes whose entry in vg is ready (lockspace started, fresh).
+func readyIn(vg *v1.VolumeGroup, canWork func(string) bool) func(string) bool {
+	now := time.Now()
+	return func(name string) bool {
+		for i := range vg.Status.Nodes {
+			if n := &vg.Status.Nodes[i]; n.Node == name {
+				return n.Ready(now) && canWork(name)
+			}
+		}
+		return false
+	}
+}
+
+func attachmentNames(atts []v1.VolumeAttachment) string {
+	names := make([]string, 0, len(atts))
+	for _, a := range atts {
+		names = append(names, fmt.Sprintf("%s on node %s", a.Name, a.Spec.Node))
+	}
+	return strings.Join(names, ", ")
 }
 
 // nodeCanWork rejects nodes whose agent has not restored this boot's locks (a rebooted
@@ -206,13 +354,49 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 		}
 		return ctrl.Result{}, r.patchStatus(ctx, vol, orig)
 	}
-	if vol.Status.LVUUID != "" {
-		// The LV exists: an agent wipes and removes it, then clears status.lvUUID.
-		var vg v1.VolumeGroup
-		if err := r.Get(ctx, types.NamespacedName{Name: vol.Status.VolumeGroup}, &vg); err != nil && !apierrors.IsNotFound(err) {
-			return ctrl.Result{}, err
+	var clones v1.SharedVolumeList
+	if err := r.List(ctx, &clones, client.InNamespace(vol.Namespace), client.MatchingFields{IndexSource: vol.Name}); err != nil {
+		return ctrl.Result{}, err
+	}
+	var copying []string
+	for _, c := range clones.Items {
+		if c.Status.LVUUID == "" && c.DeletionTimestamp.IsZero() && c.Status.ExecutorNode != "" {
+			copying = append(copying, c.Name)
 		}
-		vol.Status.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, r.nodeCanWork(ctx))
+	}
+	if len(copying) > 0 {
+		vol.Status.ExecutorNode = ""
+		msg := fmt.Sprintf("volumes %v are being copied from this volume: it is deleted once their copies are done", copying)
+		if setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, metav1.ConditionTrue, "CopyInProgress", msg) {
+			r.Recorder.Eventf(vol, nil, corev1.EventTypeWarning, "DeleteBlocked", "Delete", "%s", msg)
+		}
+		return ctrl.Result{}, r.patchStatus(ctx, vol, orig)
+	}
+	if vol.Status.LVUUID != "" || vol.Status.RetiredLV != nil {
+		// The LV exists: an agent wipes and removes it (and a migration's leftovers: the
+		// retired LV, a partial copy in the target VG), then clears status.lvUUID. It runs
+		// on a node that has started every involved VG's lockspace.
+		canWork := r.nodeCanWork(ctx)
+		base := vol.Status.VolumeGroup
+		if base == "" && vol.Status.RetiredLV != nil {
+			base = vol.Status.RetiredLV.VolumeGroup
+		}
+		var vg v1.VolumeGroup
+		for _, name := range involvedVGs(vol) {
+			var g v1.VolumeGroup
+			if err := r.Get(ctx, types.NamespacedName{Name: name}, &g); err != nil {
+				if apierrors.IsNotFound(err) {
+					continue // gone with its LVs: nothing to clean there
+				}
+				return ctrl.Result{}, err
+			}
+			if name == base {
+				vg = g
+			} else {
+				canWork = readyIn(&g, canWork)
+			}
+		}
+		vol.Status.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, canWork)
 		msg := fmt.Sprintf("node %s is wiping and removing LV %s/%s", vol.Status.ExecutorNode, vol.Status.VGName, vol.Status.LVName)
 		if vol.Status.ExecutorNode == "" {
 			msg = fmt.Sprintf("waiting for a node with a started lockspace of VG %s to wipe and remove LV %s", vol.Status.VGName, vol.Status.LVName)
@@ -220,12 +404,41 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 		setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, metav1.ConditionTrue, "Wiping", msg)
 		return ctrl.Result{}, r.patchStatus(ctx, vol, orig)
 	}
+	if needsCleanupPass(orig) {
+		// A create or copy was assigned and may have made an LV it had not recorded yet
+		// (it records it only once complete): one pass of a node of the VG finds it by its
+		// owner tag and removes it before the object goes.
+		var vg v1.VolumeGroup
+		err := r.Get(ctx, types.NamespacedName{Name: string(vol.Spec.VolumeGroup)}, &vg)
+		if err != nil && !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, err
+		}
+		if err == nil {
+			current := orig.Status.ExecutorNode
+			vol.Status.ExecutorNode = pickExecutor(&vg, string(vol.UID), current, r.nodeCanWork(ctx))
+			msg := fmt.Sprintf("node %s is removing whatever the interrupted create left in VG %s", vol.Status.ExecutorNode, vg.Spec.VGName)
+			if vol.Status.ExecutorNode == "" {
+				msg = fmt.Sprintf("waiting for a node of VG %s to remove whatever the interrupted create left", vg.Spec.VGName)
+			}
+			setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, metav1.ConditionTrue, "CleaningUp", msg)
+			return ctrl.Result{RequeueAfter: 30 * time.Second}, r.patchStatus(ctx, vol, orig)
+		}
+	}
 	controllerutil.RemoveFinalizer(vol, v1.Finalizer)
 	if err := r.Update(ctx, vol); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	r.Recorder.Eventf(vol, nil, corev1.EventTypeNormal, "Deleted", "Delete", "volume deleted")
 	return ctrl.Result{}, nil
+}
+
+// needsCleanupPass says whether a volume being deleted without a recorded LV may still have
+// one on disk: a create was assigned to a node (phase Creating when deletion began), and no
+// agent has since confirmed that nothing is left (Provisioned reason Deleted). The operator
+// sets Provisioned (reason Creating) when it first assigns a create; agents overwrite it.
+func needsCleanupPass(vol *v1.SharedVolume) bool {
+	c := meta.FindStatusCondition(vol.Status.Conditions, v1.ConditionProvisioned)
+	return vol.Status.LVUUID == "" && c != nil && c.Reason != "Deleted"
 }
 
 func (r *SharedVolumeReconciler) patchStatus(ctx context.Context, vol, orig *v1.SharedVolume) error {
@@ -244,6 +457,23 @@ func (r *SharedVolumeReconciler) volumesOfVG(ctx context.Context, o client.Objec
 	reqs := make([]reconcile.Request, 0, len(vols.Items))
 	for _, v := range vols.Items {
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&v)})
+	}
+	return reqs
+}
+
+// copyRelatives maps a volume to the volumes copied from it and to the one it is copied from.
+func (r *SharedVolumeReconciler) copyRelatives(ctx context.Context, o client.Object) []reconcile.Request {
+	vol := o.(*v1.SharedVolume)
+	var reqs []reconcile.Request
+	if vol.Spec.Source != nil {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: vol.Namespace, Name: string(vol.Spec.Source.Volume)}})
+	}
+	var clones v1.SharedVolumeList
+	if err := r.List(ctx, &clones, client.InNamespace(vol.Namespace), client.MatchingFields{IndexSource: vol.Name}); err != nil {
+		return reqs
+	}
+	for _, c := range clones.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&c)})
 	}
 	return reqs
 }
@@ -279,6 +509,9 @@ func (r *SharedVolumeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: a.Namespace, Name: string(a.Spec.Volume)}}}
 		})).
 		Watches(&v1.VolumeGroup{}, handler.EnqueueRequestsFromMapFunc(r.volumesOfVG), builder.WithPredicates(readyNodesChanged())).
+		// A source's lock or LV changing re-plans its clones; a clone's copy finishing
+		// unblocks its source's deletion.
+		Watches(&v1.SharedVolume{}, handler.EnqueueRequestsFromMapFunc(r.copyRelatives)).
 		Named("sharedvolume").
 		Complete(r)
 }

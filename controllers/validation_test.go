@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -187,6 +188,11 @@ spec: {volumeGroup: vg1, size: 1Gi}`, want: "set spec.lvName"},
 		{name: "size shrinks", create: fmt.Sprintf(goodSV, "%s"), update: set("spec.size", "512Mi"), want: "size may only grow"},
 		{name: "lvName changed", create: fmt.Sprintf(goodSV, "%s"), update: set("spec.lvName", "other"), want: "spec.lvName is immutable"},
 		{name: "source added later", create: fmt.Sprintf(goodSV, "%s"), update: set("spec.source", map[string]any{"volume": "x"}), want: "spec.source is immutable"},
+		{name: "volume copied from itself", create: `
+apiVersion: sharedlvm.io/v1alpha1
+kind: SharedVolume
+metadata: {name: %s, namespace: validation}
+spec: {volumeGroup: vg1, size: 1Gi, source: {volume: %s}}`, want: "spec.source names this volume itself"},
 		// VolumeAttachment
 		{name: "attachment without node", create: va(`{volume: vol1}`), want: "spec.node: Required value"},
 		{name: "attachment without volume", create: va(`{node: node-a}`), want: "spec.volume: Required value"},
@@ -219,6 +225,27 @@ spec: {volumeGroup: vg1, size: 1Gi}`, want: "set spec.lvName"},
 			Expect(err.Error()).To(ContainSubstring(tc.want))
 		})
 	}
+
+	It("refuses a new spec.volumeGroup while a migration runs", func() {
+		u := obj(fmt.Sprintf(goodSV, "migrating"))
+		Expect(k8s.Create(ctx, u)).To(Succeed())
+		// The operator rewrites the phase (vg1 does not exist): retry until the update is
+		// judged against a Migrating phase.
+		Eventually(func() string {
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(u), u); err != nil {
+				return err.Error()
+			}
+			_ = unstructured.SetNestedField(u.Object, "Migrating", "status", "phase")
+			if err := k8s.Status().Update(ctx, u); err != nil {
+				return err.Error()
+			}
+			u.Object["spec"].(map[string]any)["volumeGroup"] = "vg2"
+			if err := k8s.Update(ctx, u); err != nil {
+				return err.Error()
+			}
+			return "accepted"
+		}, 10*time.Second, 50*time.Millisecond).Should(ContainSubstring("cannot change while a migration runs"))
+	})
 
 	It("accepts growth, int sizes and a volume named after a Cinder volume", func() {
 		u := obj(fmt.Sprintf(goodSV, "volume-3f1c2a9e-6b0d-4c51-9d1e-2f7e8a0b4c12"))

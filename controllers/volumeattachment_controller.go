@@ -71,6 +71,7 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 	rejected := map[string]bool{}
 	notReady := map[string]string{}
 	dead := map[string]bool{}
+	migrating := map[string]bool{}
 	if volFound {
 		if dead, err = r.deadNodes(ctx, &vol); err != nil {
 			return ctrl.Result{}, err
@@ -87,6 +88,11 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 			isNew := a.Status.DesiredLock == "" || a.Status.DesiredLock == v1.LockNone
 			if (bad && isNew) || !vol.DeletionTimestamp.IsZero() {
 				rejected[a.Name] = true
+			}
+			// A volume being copied to another VG takes no new holder: the copy holds the
+			// old LV exclusively, and the LV is replaced when it ends.
+			if isNew && v1.NeedsMigration(&vol) {
+				rejected[a.Name], migrating[a.Name] = true, true
 			}
 		}
 	}
@@ -111,6 +117,11 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 		st.DesiredLock = desired
 		st.Phase = v1.AttachmentPending
 		r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "NodeNotReady", notReady[string(att.Spec.Node)])
+	case migrating[att.Name]:
+		st.DesiredLock = desired
+		st.Phase = v1.AttachmentPending
+		r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "VolumeMigrating",
+			fmt.Sprintf("volume %s is being migrated from VolumeGroup %s to %s: it is attached once the copy has switched it to its new LV", vol.Name, vol.Status.VolumeGroup, vol.Spec.VolumeGroup))
 	case rejected[att.Name]:
 		st.DesiredLock = desired
 		st.Phase = v1.AttachmentFailed

@@ -123,6 +123,7 @@ var patterns = []struct {
 	{"LV locked by other host", KindLockHeldByOther},
 	{"locked with incompatible mode", KindIncompatibleMode},
 	{"requires exclusive lock", KindRequiresExclusive},
+	{"Shared activation not compatible", KindRequiresExclusive}, // an origin with a thick snapshot
 	{"invalid parameters for sanlock", KindLockspaceStartRetry},
 	{"due to failed lock", KindLockspaceNotStarted},
 	{"LVs must first be deactivated", KindLockspaceBusy},

@@ -149,6 +149,47 @@ func (c *Client) CreateLV(ctx context.Context, vg, lv string, size int64, o Crea
 	return err
 }
 
+// CreateSnapshot creates a thick (COW) snapshot `name` of origin with size bytes of COW
+// space, tagged. In a shared VG the origin must be active exclusively on this host; the
+// snapshot has no lease of its own (it uses the origin's), and while it exists the origin
+// cannot be activated shared (lvmlockd(8)): callers drop it as soon as they are done.
+func (c *Client) CreateSnapshot(ctx context.Context, vg, origin, name string, size int64, tags []string) error {
+	if err := validatePair(vg, origin); err != nil {
+		return err
+	}
+	if err := validatePair(vg, name); err != nil {
+		return err
+	}
+	if err := ValidateDMName(vg, name); err != nil {
+		return &Error{Kind: KindInvalidName, Err: err}
+	}
+	if size <= 0 {
+		return &Error{Kind: KindUnknown, Err: fmt.Errorf("snapshot size %d must be positive", size)}
+	}
+	argv := []string{"lvcreate", "-y", "-s", "-n", name, "-L", strconv.FormatInt(size, 10) + "b"}
+	for _, t := range tags {
+		if err := validateTag(t); err != nil {
+			return err
+		}
+		argv = append(argv, "--addtag", t)
+	}
+	argv = append(argv, lvPath(vg, origin))
+	_, err := c.runMeta(ctx, vg, argv)
+	return err
+}
+
+// AddTag adds a tag to an LV (a VG metadata change; no LV lock is needed).
+func (c *Client) AddTag(ctx context.Context, vg, lv, tag string) error {
+	if err := validatePair(vg, lv); err != nil {
+		return err
+	}
+	if err := validateTag(tag); err != nil {
+		return err
+	}
+	_, err := c.runMeta(ctx, vg, []string{"lvchange", "--addtag", tag, lvPath(vg, lv)})
+	return err
+}
+
 // validateTag checks LVM's tag charset: A-Z a-z 0-9 _ + . - / = ! : & #, at most 1024 chars.
 func validateTag(t string) error {
 	if t == "" || len(t) > 1024 || t[0] == '-' {

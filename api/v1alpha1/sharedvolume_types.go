@@ -101,6 +101,18 @@ type OperationProgress struct {
 	StartTime *metav1.Time `json:"startTime,omitempty"`
 }
 
+// RetiredLV names an LV that held the volume before a migration and is being wiped.
+type RetiredLV struct {
+	// volumeGroup is the VolumeGroup the retired LV is in.
+	VolumeGroup string `json:"volumeGroup"`
+	// vgName is the LVM name of that VG.
+	VGName string `json:"vgName"`
+	// lvName is the retired LV's name.
+	LVName string `json:"lvName"`
+	// lvUUID is the retired LV's UUID; nothing removes an LV whose UUID and owner tag differ.
+	LVUUID string `json:"lvUUID"`
+}
+
 // SharedVolumeStatus is the observed state of the volume.
 type SharedVolumeStatus struct {
 	// observedGeneration is the spec generation the status was computed from.
@@ -131,6 +143,10 @@ type SharedVolumeStatus struct {
 	// +optional
 	// +listType=atomic
 	PVs []string `json:"pvs,omitempty"`
+	// leaseOffset is the byte offset of the LV's sanlock lease in the VG's lvmlock LV (from
+	// LVM's lock_args): the offset `sanlock client status` prints for the resource.
+	// +optional
+	LeaseOffset *int64 `json:"leaseOffset,omitempty"`
 	// lock is the volume's lock mode and holders.
 	// +optional
 	Lock LockStatus `json:"lock,omitempty"`
@@ -141,6 +157,11 @@ type SharedVolumeStatus struct {
 	// progress of a long operation, absent when none runs.
 	// +optional
 	Progress *OperationProgress `json:"progress,omitempty"`
+	// retiredLV is the LV a finished migration left behind in the previous VG: recorded in
+	// the same status write that switches the volume to its new LV, so that an executor
+	// wipes and removes it even after a crash; absent once it is gone.
+	// +optional
+	RetiredLV *RetiredLV `json:"retiredLV,omitempty"`
 	// conditions: Ready, Provisioned, DeletionBlocked, LockDrift.
 	// +optional
 	// +listType=map
@@ -153,6 +174,8 @@ type SharedVolumeStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=sv;svol,categories=sharedlvm
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.source) || self.spec.source.volume != self.metadata.name",message="spec.source names this volume itself: a volume is copied from another SharedVolume"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase != 'Migrating' || self.spec.volumeGroup == oldSelf.spec.volumeGroup",message="spec.volumeGroup cannot change while a migration runs (status.phase Migrating): wait until it finishes, then request another"
 // +kubebuilder:validation:XValidation:rule="has(self.spec.lvName) || (size(self.metadata.name) <= 63 && !self.metadata.name.startsWith('snapshot') && !self.metadata.name.startsWith('pvmove') && self.metadata.name != 'lvmlock')",message="metadata.name becomes the LV name when spec.lvName is unset, and LVM cannot use it (longer than 63 characters, 'lvmlock', or starting with 'snapshot'/'pvmove'): set spec.lvName"
 // +kubebuilder:printcolumn:name="VG",type=string,JSONPath=`.spec.volumeGroup`
 // +kubebuilder:printcolumn:name="Size",type=string,JSONPath=`.spec.size`
@@ -195,7 +218,7 @@ func init() {
 
 // NeedsMove reports whether the LV has extents on PVs outside spec.pvs (a pvmove request).
 func NeedsMove(v *SharedVolume) bool {
-	if len(v.Spec.PVs) == 0 || len(v.Status.PVs) == 0 {
+	if len(v.Spec.PVs) == 0 || len(v.Status.PVs) == 0 || NeedsMigration(v) {
 		return false
 	}
 	want := map[string]bool{}
@@ -209,3 +232,18 @@ func NeedsMove(v *SharedVolume) bool {
 	}
 	return false
 }
+
+// NeedsMigration says the volume exists in a VolumeGroup other than the one its spec names:
+// a migration (Cinder migrate/retype) to spec.volumeGroup is requested. spec.pvs then apply
+// to the target VG.
+func NeedsMigration(v *SharedVolume) bool {
+	return v.Status.LVUUID != "" && v.Status.VolumeGroup != "" && string(v.Spec.VolumeGroup) != v.Status.VolumeGroup
+}
+
+// TagCopied marks an LV whose content copy (clone or migration) completed: after a crash the
+// copy is not redone onto it, and a migration's source is only wiped once its target has it.
+const TagCopied = "sharedlvm.io/copied"
+
+// TagSnapshotFor + the SharedVolume UID marks a temporary snapshot taken to copy a volume
+// while it stays attached; it is dropped when the copy ends.
+const TagSnapshotFor = "sharedlvm.io/snapshot-for="

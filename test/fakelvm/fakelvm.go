@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -84,7 +85,9 @@ type lv struct {
 	holders    map[int]string // host -> "ex" | "sh"
 	devices    []string
 	version    int64
-	dirty      bool // holds data a wipe has not cleared
+	dirty      bool   // holds data a wipe has not cleared
+	data       string // content token: what WriteData wrote, carried by copies
+	origin     string // for a thick snapshot: its origin LV (it shares the origin's lock)
 }
 
 // New returns an empty cluster.
@@ -167,6 +170,10 @@ type LV struct {
 	Holders    map[int]string
 	Dirty      bool
 	Devices    []string
+	// Data is the content token (WriteData's, or the one a copy carried over).
+	Data string
+	// Origin is set on a thick snapshot.
+	Origin string
 }
 
 // LVs returns the LVs of a VG.
@@ -183,21 +190,26 @@ func (c *Cluster) LVs(vgName string) []LV {
 		for k, m := range l.holders {
 			h[k] = m
 		}
-		out = append(out, LV{Name: l.name, UUID: l.uuid, Size: l.size, Tags: append([]string(nil), l.tags...), Holders: h, Dirty: l.dirty, Devices: append([]string(nil), l.devices...)})
+		out = append(out, LV{Name: l.name, UUID: l.uuid, Size: l.size, Tags: append([]string(nil), l.tags...), Holders: h, Dirty: l.dirty, Devices: append([]string(nil), l.devices...), Data: l.data, Origin: l.origin})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
-// WriteData marks an LV as holding data (what a VM writes), so tests can check wipes.
-func (c *Cluster) WriteData(vgName, lvName string) {
+// WriteData marks an LV as holding data (what a VM writes), so tests can check wipes, and
+// gives it a new content token that copies carry over; it returns the token.
+func (c *Cluster) WriteData(vgName, lvName string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if v, ok := c.vgs[vgName]; ok {
 		if l, ok := v.lvs[lvName]; ok {
+			c.seq++
 			l.dirty = true
+			l.data = fmt.Sprintf("data-%d", c.seq)
+			return l.data
 		}
 	}
+	return ""
 }
 
 // Crash models a node losing power: its daemons stop answering; its leases stay held
@@ -333,8 +345,10 @@ func (h *Host) run(ctx context.Context, argv []string) (executor.Result, error) 
 		return c.pvmove(h.id, argv), nil
 	case "lvs":
 		return c.lvsMove(argv), nil
-	case "blkdiscard", "dd":
+	case "blkdiscard":
 		return c.wipe(h.id, argv), nil
+	case "dd":
+		return c.dd(h.id, argv), nil
 	}
 	return fail(127, fmt.Sprintf("fakelvm: command not modelled: %v", argv)), nil
 }
@@ -375,10 +389,12 @@ func (c *Cluster) lvcreate(host int, argv []string) executor.Result {
 	var name, vgName string
 	var size int64
 	var tags, pvs []string
-	activate := true
+	activate, snapshot := true, false
 	for i := 1; i < len(argv); i++ {
 		switch a := argv[i]; a {
 		case "-y", "-Zn":
+		case "-s":
+			snapshot = true
 		case "-an":
 			activate = false
 		case "-n":
@@ -404,6 +420,9 @@ func (c *Cluster) lvcreate(host int, argv []string) executor.Result {
 	}
 	if strings.HasPrefix(name, "snapshot") {
 		return fail(3, "  Names starting \"snapshot\" are reserved. Please choose a different LV name.\n")
+	}
+	if snapshot {
+		return c.snapshot(host, vgName, name, size, tags)
 	}
 	v, ok := c.vgs[vgName]
 	if !ok {
@@ -431,6 +450,97 @@ func (c *Cluster) lvcreate(host int, argv []string) executor.Result {
 	}
 	v.lvs[name] = l
 	return executor.Result{Stdout: []byte(fmt.Sprintf("  Logical volume \"%s\" created.\n", name)), Stderr: []byte("  WARNING: This metadata update is NOT backed up.\n")}
+}
+
+// snapshot models `lvcreate -s -n name -L size VG/origin` in a shared VG: the origin must be
+// active exclusively on this host; the snapshot shares the origin's lock and content.
+func (c *Cluster) snapshot(host int, originPath, name string, size int64, tags []string) executor.Result {
+	v, o, res, found := c.lookup(originPath)
+	if !found {
+		return res
+	}
+	if !c.started(host, v.name) {
+		return lockFailed(v.name)
+	}
+	if o.holders[host] != "ex" || othersHold(o, host, false) {
+		return fail(5, fmt.Sprintf("  LV locked by other host: %s\n  Failed to lock logical volume %s.\n", originPath, originPath))
+	}
+	if _, exists := v.lvs[name]; exists {
+		return fail(5, fmt.Sprintf("  Logical Volume \"%s\" already exists in volume group \"%s\"\n", name, v.name))
+	}
+	size = (size + extent - 1) / extent * extent
+	if free := c.free(v); size > free {
+		return fail(5, fmt.Sprintf("  Volume group \"%s\" has insufficient free space (%d extents): %d required.\n", v.name, free/extent, size/extent))
+	}
+	c.seq++
+	v.lvs[name] = &lv{name: name, uuid: fakeUUID("lv", c.seq), size: size, tags: tags, lease: -1, holders: map[int]string{},
+		devices: append([]string(nil), o.devices...), version: 1, data: o.data, origin: o.name}
+	return ok(fmt.Sprintf("  Logical volume \"%s\" created.\n", name))
+}
+
+// hasSnapshot says whether an LV is the origin of a thick snapshot.
+func hasSnapshot(v *vg, l *lv) bool {
+	for _, s := range v.lvs {
+		if s.origin == l.name {
+			return true
+		}
+	}
+	return false
+}
+
+// readable says whether host can open an LV's device: it holds its lock (a snapshot: its
+// origin's, exclusively).
+func readable(v *vg, l *lv, host int) bool {
+	if l.origin != "" {
+		o, ok := v.lvs[l.origin]
+		return ok && o.holders[host] == "ex"
+	}
+	_, held := l.holders[host]
+	return held
+}
+
+// dd models a chunked copy `dd if=SRC of=DST ... skip=OFF seek=OFF count=N`: both devices
+// must be open on this host; the chunk that reaches the end of the source carries its
+// content token over (a copy cut short leaves the target without it).
+func (c *Cluster) dd(host int, argv []string) executor.Result {
+	kv := map[string]string{}
+	for _, a := range argv[1:] {
+		if k, val, ok := strings.Cut(a, "="); ok {
+			kv[k] = val
+		}
+	}
+	open := func(dev string) (*vg, *lv, *executor.Result) {
+		v, l, res, found := c.lookup(strings.TrimPrefix(dev, "/dev/"))
+		if !found {
+			return nil, nil, &res
+		}
+		if !readable(v, l, host) {
+			r := fail(1, fmt.Sprintf("dd: failed to open '%s': No such file or directory\n", dev))
+			return nil, nil, &r
+		}
+		return v, l, nil
+	}
+	_, src, res := open(kv["if"])
+	if res != nil {
+		return *res
+	}
+	_, dst, res := open(kv["of"])
+	if res != nil {
+		return *res
+	}
+	off, _ := strconv.ParseInt(kv["skip"], 10, 64)
+	n, _ := strconv.ParseInt(kv["count"], 10, 64)
+	if off+n > dst.size {
+		return fail(1, "dd: error writing '"+kv["of"]+"': No space left on device\n")
+	}
+	if off == 0 {
+		dst.data = ""
+	}
+	dst.dirty = true
+	if off+n >= src.size {
+		dst.data = src.data
+	}
+	return ok("")
 }
 
 func (c *Cluster) free(v *vg) int64 {
@@ -515,6 +625,19 @@ func (c *Cluster) lvchange(host int, argv []string) executor.Result {
 		}
 		return ok("")
 	}
+	if argv[1] == "--addtag" && len(argv) == 4 {
+		v, l, res, found := c.lookup(argv[3])
+		if !found {
+			return res
+		}
+		if !c.started(host, v.name) {
+			return lockFailed(v.name)
+		}
+		if !slices.Contains(l.tags, argv[2]) {
+			l.tags = append(l.tags, argv[2])
+		}
+		return ok("  Logical volume " + argv[3] + " changed.\n")
+	}
 	mode := strings.TrimPrefix(argv[1], "-a")
 	// lvchange processes each LV; the first failure fails the command (like LVM's exit 5).
 	var failed *executor.Result
@@ -546,6 +669,13 @@ func (c *Cluster) lvchange(host int, argv []string) executor.Result {
 			}
 			l.holders[host] = "ex"
 		case "sy":
+			if hasSnapshot(v, l) || l.origin != "" {
+				r := fail(5, fmt.Sprintf("  Shared activation not compatible with LV type: %s\n", path))
+				if failed == nil {
+					failed = &r
+				}
+				continue
+			}
 			if othersHold(l, host, true) {
 				r := lockedByOther(path)
 				if failed == nil {
@@ -783,7 +913,13 @@ func (c *Cluster) wipe(host int, argv []string) executor.Result {
 	if _, held := l.holders[host]; !held {
 		return fail(1, fmt.Sprintf("blkdiscard: cannot open %s: No such file or directory\n", dev))
 	}
-	l.dirty = false
+	// A range starting past 0 (zeroing the tail of a copy) leaves the data before it.
+	for i, a := range argv {
+		if a == "--offset" && i+1 < len(argv) && argv[i+1] != "0" {
+			return ok("")
+		}
+	}
+	l.dirty, l.data = false, ""
 	return ok("")
 }
 
@@ -828,7 +964,7 @@ func (c *Cluster) fullreport(argv []string) executor.Result {
 			lvRows = append(lvRows, m{"lv_name": l.name, "lv_uuid": l.uuid, "lv_full_name": v.name + "/" + l.name, "lv_path": "/dev/" + v.name + "/" + l.name,
 				"lv_size": i64(l.size), "lv_tags": strings.Join(l.tags, ","), "lv_lockargs": fmt.Sprintf("1.0.0:%d", l.lease),
 				"lv_active": "", "lv_active_locally": "0", "lv_active_remotely": "0", "lv_active_exclusively": "0",
-				"lv_attr": "-wi-------", "origin": "", "lv_role": "public", "move_pv": "", "copy_percent": "", "lv_layout": "linear"})
+				"lv_attr": "-wi-------", "origin": l.origin, "lv_role": "public", "move_pv": "", "copy_percent": "", "lv_layout": "linear"})
 			segRows = append(segRows, m{"lv_uuid": l.uuid, "seg_start_pe": "0", "seg_size_pe": i64(l.size / extent), "devices": l.devices[0] + "(0)"})
 		}
 		reports = append(reports, map[string]any{"vg": []m{vgRow}, "pv": pvRows, "lv": lvRows, "seg": segRows, "pvseg": []m{}})

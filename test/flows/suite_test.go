@@ -7,6 +7,7 @@ package flows_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -38,6 +39,10 @@ var (
 	ctx     context.Context
 	cancel  context.CancelFunc
 	storage *fakelvm.Cluster
+
+	// metricsAddr is where the operator serves /metrics (a free loopback port; the same
+	// one again after a restart).
+	metricsAddr string
 
 	procMu  sync.Mutex
 	procs   = map[string]context.CancelFunc{} // stop and wait, by operator/agent name
@@ -96,7 +101,7 @@ func waitStopped(name string) {
 
 func startOperator() {
 	octx, ocancel := context.WithCancel(ctx)
-	mgr, err := cmd.NewOperator(octx, env.Config, cmd.OperatorOptions{MetricsAddr: "0", ProbeAddr: "0"})
+	mgr, err := cmd.NewOperator(octx, env.Config, cmd.OperatorOptions{MetricsAddr: metricsAddr, ProbeAddr: "0"})
 	Expect(err).NotTo(HaveOccurred())
 	done := make(chan struct{})
 	go func() {
@@ -137,6 +142,11 @@ var _ = BeforeSuite(func() {
 	Eventually(func() error {
 		return k8s.Get(ctx, client.ObjectKey{Name: "default"}, &corev1.Namespace{})
 	}).Should(Succeed())
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	metricsAddr = l.Addr().String()
+	Expect(l.Close()).To(Succeed())
 
 	storage = fakelvm.New()
 	storage.CreateVG(vgName, map[string]int64{"/dev/vda": 1 << 30, "/dev/vdb": 1 << 30})

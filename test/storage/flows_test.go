@@ -377,3 +377,14 @@ func TestCoreFlowsOnRealSharedLVM(t *testing.T) {
 	raw("lvchange -an", "lvchange", "-an", vg+"/rawlv")
 	raw("blkdiscard --zeroout 64MiB + lvremove", "sh", "-c", "lvchange -aey vg1/rawlv && blkdiscard --zeroout /dev/vg1/rawlv && lvchange -an vg1/rawlv && lvremove -y vg1/rawlv")
 }
+
+// detach deletes an attachment and waits until its node has released the lock.
+func (cl *cluster) detach(name string) {
+	cl.t.Helper()
+	att := &v1.VolumeAttachment{}
+	att.Namespace, att.Name = "cloud", name
+	if err := cl.c.Delete(cl.ctx, att); err != nil {
+		cl.t.Fatal(err)
+	}
+	cl.wait("detached "+name, time.Minute, cl.goneFn(att))
+}
