@@ -351,4 +351,3 @@ func Restores(ctx context.Context, c client.Reader, node string) ([]RestoreRow, 
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Node < rows[j].Node })
 	return rows, nil
 }
-
