@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
@@ -145,10 +146,19 @@ func TestCopyAndMigrationOnRealSharedLVM(t *testing.T) {
 
 	// 3. Migration of the detached volume to the other VG.
 	vol := getVol("orig")
-	vol.Spec.VolumeGroup = "fast"
-	if err := cl.c.Update(ctx, vol); err != nil {
-		t.Fatal(err)
+	setVG := func(vgCR v1.ObjectName) {
+		t.Helper()
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := cl.c.Get(ctx, client.ObjectKeyFromObject(vol), vol); err != nil {
+				return err
+			}
+			vol.Spec.VolumeGroup = vgCR
+			return cl.c.Update(ctx, vol)
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
+	setVG("fast")
 	start = time.Now()
 	var seen []int32
 	migrated := func(vgCR string) func() error {
@@ -192,10 +202,7 @@ func TestCopyAndMigrationOnRealSharedLVM(t *testing.T) {
 	cl.attach("orig-host2", "orig", "host2", v1.PurposeInstance)
 	cl.wait("orig on host2 (new LV)", time.Minute, cl.attached("orig-host2", v1.LockExclusive))
 	mustLease(ctx, t, b, "vg2", nl.UUID, false)
-	vol.Spec.VolumeGroup = "cinder"
-	if err := cl.c.Update(ctx, vol); err != nil {
-		t.Fatal(err)
-	}
+	setVG("cinder")
 	cl.wait("refused while attached", time.Minute, func() error {
 		if err := cl.c.Get(ctx, client.ObjectKeyFromObject(vol), vol); err != nil {
 			return err

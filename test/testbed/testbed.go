@@ -54,6 +54,9 @@ type Bed struct {
 	Hosts []*Host
 	image string
 	guest string
+	// sockDir holds the virtio-serial sockets: a unix socket path must stay under 108
+	// bytes, which a run directory named after a long test does not.
+	sockDir string
 }
 
 // Host is one VM: a node of the shared VG.
@@ -148,7 +151,11 @@ func New(ctx context.Context, cfg Config) (*Bed, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	b := &Bed{Config: cfg, Dir: dir, image: image, guest: guestd}
+	sockDir, err := os.MkdirTemp("", "bed-")
+	if err != nil {
+		return nil, err
+	}
+	b := &Bed{Config: cfg, Dir: dir, image: image, guest: guestd, sockDir: sockDir}
 	for i := 0; i < cfg.LUNs; i++ {
 		p := filepath.Join(dir, fmt.Sprintf("lun%d.img", i))
 		f, err := os.Create(p)
@@ -191,6 +198,7 @@ func (b *Bed) Close() {
 	for _, h := range b.Hosts {
 		h.Kill()
 	}
+	_ = os.RemoveAll(b.sockDir)
 }
 
 // Boot starts the VM (again, after Kill or Stop: a rebooted node on the same disks) and
@@ -203,7 +211,7 @@ func (h *Host) Boot(ctx context.Context) error {
 	}
 	h.boots++
 	h.Console = filepath.Join(h.bed.Dir, fmt.Sprintf("%s-boot%d-console.log", h.Name, h.boots))
-	h.sock = filepath.Join(h.bed.Dir, fmt.Sprintf("%s.sock", h.Name))
+	h.sock = filepath.Join(h.bed.sockDir, fmt.Sprintf("%s.sock", h.Name))
 	_ = os.Remove(h.sock)
 	cfg := h.bed.Config
 	daemons := "1"
