@@ -15,9 +15,13 @@ manifests: ## CRDs and one least-privilege ClusterRole per component, from marke
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=sharedlvm-operator paths=./controllers/... output:rbac:artifacts:config=config/rbac/operator
 	$(CONTROLLER_GEN) rbac:roleName=sharedlvm-agent paths=./agent/... output:rbac:artifacts:config=config/rbac/agent
+	# The Helm chart ships the same generated CRDs and RBAC rules.
+	cp config/crd/bases/*.yaml charts/sharedlvm-operator/crds/
+	cp config/rbac/operator/role.yaml charts/sharedlvm-operator/files/operator-role.yaml
+	cp config/rbac/agent/role.yaml charts/sharedlvm-operator/files/agent-role.yaml
 
-build:
-	go build -o bin/sharedlvm .
+build: ## the static binary, as the Dockerfile builds it
+	hack/build.sh bin/sharedlvm
 
 fmt:
 	gofmt -l -w $$(git ls-files '*.go')

@@ -1,7 +1,11 @@
 // Command local runs the product on an embedded default with no cluster: a real
 // kube-apiserver + etcd (envtest binaries built from the Go module proxy), the CRDs, the
-// operator, and one agent per simulated node, all in this process. It writes a kubeconfig,
-// prints how to use kubectl against it, and runs until Ctrl-C, then cleans up.
+// operator, and one agent per node, all in this process. With --storage=vms (hack/run.sh's
+// default) each node is a test-bed VM with real lvm2 + lvmlockd + sanlock sharing one LUN
+// image, and a demo drives a volume through create, attach and live migration, printing
+// the resources and the lock view at each step; with --storage=model the nodes' storage is
+// the in-memory model (no root, no VMs) and the samples are applied. It writes a
+// kubeconfig, prints how to use kubectl against it, and runs until Ctrl-C, then cleans up.
 //
 //	go run ./hack/local            # or: hack/run.sh
 package main
@@ -32,13 +36,23 @@ import (
 )
 
 func main() {
-	nodes := flag.Int("nodes", 2, "number of simulated nodes, each with an agent")
-	samples := flag.Bool("samples", true, "create the objects of config/samples")
+	nodes := flag.Int("nodes", 2, "number of nodes, each with an agent")
+	storageKind := flag.String("storage", "model", "vms: test-bed VMs with real shared LVM and the demo; model: the in-memory model and the samples")
+	samples := flag.Bool("samples", true, "with --storage=model, create the objects of config/samples")
 	exitAfter := flag.Duration("exit-after", 0, "stop after this long (0: run until Ctrl-C); for smoke tests")
 	verbose := flag.Bool("v", false, "log controller output")
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseDevMode(*verbose), zap.Level(levelFor(*verbose))))
-	if err := run(*nodes, *samples, *exitAfter); err != nil {
+	var err error
+	switch *storageKind {
+	case "vms":
+		err = runVMs(*nodes, *exitAfter)
+	case "model":
+		err = run(*nodes, *samples, *exitAfter)
+	default:
+		err = fmt.Errorf("--storage must be vms or model, not %q", *storageKind)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "local:", err)
 		os.Exit(1)
 	}
