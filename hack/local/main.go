@@ -40,6 +40,7 @@ func main() {
 	storageKind := flag.String("storage", "model", "vms: test-bed VMs with real shared LVM and the demo; model: the in-memory model and the samples")
 	samples := flag.Bool("samples", true, "with --storage=model, create the objects of config/samples")
 	exitAfter := flag.Duration("exit-after", 0, "stop after this long (0: run until Ctrl-C); for smoke tests")
+	flag.BoolVar(&exitWhenDone, "exit-when-done", false, "with --storage=vms, stop and clean up once the demo is done (the storage tier's smoke test)")
 	verbose := flag.Bool("v", false, "log controller output")
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseDevMode(*verbose), zap.Level(levelFor(*verbose))))
@@ -57,6 +58,8 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+var exitWhenDone bool
 
 func levelFor(v bool) zapcore.Level {
 	if v {

@@ -195,6 +195,10 @@ func runVMs(nodes int, exitAfter time.Duration) error {
 		}
 		show()
 	}
+	if exitWhenDone {
+		step("demo done; cleaning up (--exit-when-done)")
+		return nil
+	}
 	step("demo done. Everything keeps running until Ctrl-C:")
 	fmt.Printf(`  export KUBECONFIG=%s
   %s get sharedlvm -A -o wide
