@@ -117,7 +117,10 @@ func runOperator(args []string) error {
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	flag.BoolVar(&o.LeaderElection, "leader-elect", true, "elect one active operator among replicas")
 	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", cmd.DefaultNamespace(), "namespace of the leader election lease")
+	qps := flag.Float64("kube-api-qps", cmd.DefaultOperatorQPS, "requests per second to the apiserver (client-side limit)")
+	flag.IntVar(&o.Burst, "kube-api-burst", cmd.DefaultOperatorBurst, "request burst to the apiserver")
 	parse(args)
+	o.QPS = float32(*qps)
 	ctx := ctrl.SetupSignalHandler()
 	cfg, err := ctrl.GetConfig()
 	if err != nil {

@@ -10,9 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
@@ -24,13 +22,20 @@ import (
 // lock lost behind the agent's back is noticed and taken again.
 const AttachmentResync = 30 * time.Second
 
+// LeaseSnapshotMaxAge is how old a `sanlock client status` reading may be when an
+// attachment is checked.
+const LeaseSnapshotMaxAge = 5 * time.Second
+
 // AttachmentAgent applies, for each VolumeAttachment of this node, the lock the operator
 // wants (status.desiredLock), and reports the lock it then reads back from sanlock
 // (status.appliedLock) with the device path. It never decides a mode itself: the operator
 // orders transitions across nodes through this handshake.
 type AttachmentAgent struct {
 	client.Client
-	Node     *Node
+	// APIReader reads the attachment's volume: the agent's cache holds only the volumes
+	// assigned to this node.
+	APIReader client.Reader
+	Node      *Node
 	Recorder recorder.EventRecorder
 	// Restored, if set, gates lock changes until the node's boot restore has run (it
 	// re-activates everything in batches; one-by-one activation would only race it).
@@ -79,7 +84,7 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	orig := att.DeepCopy()
 	st := &att.Status
 	var vol v1.SharedVolume
-	err := r.Get(ctx, types.NamespacedName{Namespace: att.Namespace, Name: string(att.Spec.Volume)}, &vol)
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: att.Namespace, Name: string(att.Spec.Volume)}, &vol)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, err
 	}
@@ -94,7 +99,11 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	want := toActivation(st.DesiredLock)
 
 	defer r.Node.LockLV(uuid)()
-	sl, err := r.Node.SanlockStatus(ctx, 0)
+	// A reading a few seconds old decides whether anything must change: this node's own
+	// lock changes invalidate it, so it is never older than another host's doing, and the
+	// periodic resync of every held attachment then costs one sanlock call per node, not
+	// one per LV. What is reported after a change is read fresh.
+	sl, err := r.Node.SanlockStatus(ctx, LeaseSnapshotMaxAge)
 	if err != nil {
 		setCondition(&st.Conditions, att.Generation, v1.ConditionLockApplied, false, "SanlockUnavailable", "cannot read sanlock on node "+r.Node.Name+": "+err.Error())
 		_ = r.patch(ctx, &att, orig)
@@ -164,24 +173,13 @@ func (r *AttachmentAgent) patch(ctx context.Context, att, orig *v1.VolumeAttachm
 	return patchStatus(ctx, r.Client, att, orig, func(o client.Object) any { return o.(*v1.VolumeAttachment).Status })
 }
 
-// SetupWithManager registers the controller. The cache holds only this node's attachments;
-// a volume's change (its LV created, moved) re-checks this node's attachments of it.
+// SetupWithManager registers the controller. The cache holds only this node's attachments.
+// A volume's change that matters here (its LV created, released for a delete) reaches this
+// node as a change of the attachment's status by the operator, which watches volumes; a
+// periodic resync of held locks catches the rest.
 func (r *AttachmentAgent) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.VolumeAttachment{}).
-		Watches(&v1.SharedVolume{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-			var atts v1.VolumeAttachmentList
-			if err := mgr.GetClient().List(ctx, &atts, client.InNamespace(o.GetNamespace())); err != nil {
-				return nil
-			}
-			var reqs []reconcile.Request
-			for _, a := range atts.Items {
-				if string(a.Spec.Volume) == o.GetName() {
-					reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&a)})
-				}
-			}
-			return reqs
-		})).
 		Named("agent-attachment").
 		Complete(r)
 }

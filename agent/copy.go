@@ -76,40 +76,33 @@ func (r *VolumeAgent) copyData(ctx context.Context, vol *v1.SharedVolume, op, sr
 	})
 }
 
-// ensureLV finds the volume's LV in vgName by its owner tag (created before a crash: adopt
-// it, never create a second) or creates it inactive (-an: nobody holds a new LV's lock).
+// ensureLV creates the volume's LV inactive (-an: nobody holds a new LV's lock) or, when an
+// LV of that name exists, adopts it if it carries the volume's owner tag (created before a
+// crash: never a second one) and refuses it otherwise. lvcreate comes first, with no report
+// before it: the common case costs lvcreate plus the one report that reads the new LV's
+// UUID (lvcreate cannot print it).
 func (r *VolumeAgent) ensureLV(ctx context.Context, vol *v1.SharedVolume, vgName, lvName string, size int64, pvs []string) (*lvm.LV, bool, error) {
 	tag := v1.OwnerTag(string(vol.UID))
-	rep, err := r.Node.LVM.Report(ctx, vgName)
-	if err != nil {
+	err := r.Node.LVM.CreateLV(ctx, vgName, lvName, size, lvm.CreateOptions{
+		Tags: []string{tag, v1.TagManaged}, PVs: pvs, Activate: lvm.Deactivate})
+	created := err == nil
+	if err != nil && lvm.KindOf(err) != lvm.KindAlreadyExists {
 		return nil, false, err
+	}
+	rep, rerr := r.Node.LVM.Report(ctx, vgName)
+	if rerr != nil {
+		return nil, false, rerr
 	}
 	lvmVG, _ := rep.VG(vgName)
-	if owned := lvmVG.LVsWithTag(tag); len(owned) > 0 {
-		for i := range owned {
-			if owned[i].Name == lvName {
-				return &owned[i], false, nil
-			}
-		}
-	}
-	if other, exists := lvmVG.LV(lvName); exists {
+	lv, exists := lvmVG.LV(lvName)
+	switch {
+	case !exists:
+		return nil, false, fmt.Errorf("LV %s/%s not found after lvcreate", vgName, lvName)
+	case !lv.HasTag(tag):
 		return nil, false, &lvm.Error{Kind: lvm.KindAlreadyExists,
-			Err: fmt.Errorf("an LV named %s already exists in VG %s and is not this volume's (it lacks tag %s, has %v): set spec.lvName to another name, or remove that LV if it is garbage", lvName, vgName, tag, other.Tags)}
+			Err: fmt.Errorf("an LV named %s already exists in VG %s and is not this volume's (it lacks tag %s, has %v): set spec.lvName to another name, or remove that LV if it is garbage", lvName, vgName, tag, lv.Tags)}
 	}
-	if err := r.Node.LVM.CreateLV(ctx, vgName, lvName, size, lvm.CreateOptions{
-		Tags: []string{tag, v1.TagManaged}, PVs: pvs, Activate: lvm.Deactivate}); err != nil {
-		return nil, false, err
-	}
-	if rep, err = r.Node.LVM.Report(ctx, vgName); err != nil {
-		return nil, false, err
-	}
-	lvmVG, _ = rep.VG(vgName)
-	for _, l := range lvmVG.LVsWithTag(tag) {
-		if l.Name == lvName {
-			return &l, true, nil
-		}
-	}
-	return nil, false, fmt.Errorf("LV %s/%s not found after lvcreate", vgName, lvName)
+	return lv, created, nil
 }
 
 func specPVs(vol *v1.SharedVolume) []string {
@@ -200,7 +193,7 @@ func (r *VolumeAgent) copyInto(ctx context.Context, vol *v1.SharedVolume, op, sr
 func (r *VolumeAgent) createCopy(ctx context.Context, vol *v1.SharedVolume) (ctrl.Result, error) {
 	orig := vol.DeepCopy()
 	var src v1.SharedVolume
-	if err := r.Get(ctx, types.NamespacedName{Namespace: vol.Namespace, Name: string(vol.Spec.Source.Volume)}, &src); err != nil {
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: vol.Namespace, Name: string(vol.Spec.Source.Volume)}, &src); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err) // the operator reports it
 	}
 	if src.Status.LVUUID == "" || src.Status.AllocatedSize == nil {

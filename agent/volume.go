@@ -35,7 +35,10 @@ const WipeChunk = 1 << 30
 // twice, and nothing removes an LV without that tag.
 type VolumeAgent struct {
 	client.Client
-	Node     *Node
+	// APIReader reads volumes outside this agent's cache (which holds only the volumes
+	// assigned to this node): a copy's source.
+	APIReader client.Reader
+	Node      *Node
 	Recorder recorder.EventRecorder
 }
 
@@ -188,7 +191,7 @@ func (r *VolumeAgent) delete(ctx context.Context, vol *v1.SharedVolume) (ctrl.Re
 func (r *VolumeAgent) removeLeftovers(ctx context.Context, vol *v1.SharedVolume) error {
 	if vol.Spec.Source != nil {
 		var src v1.SharedVolume
-		err := r.Get(ctx, types.NamespacedName{Namespace: vol.Namespace, Name: string(vol.Spec.Source.Volume)}, &src)
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: vol.Namespace, Name: string(vol.Spec.Source.Volume)}, &src)
 		if err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}

@@ -43,6 +43,9 @@ const VGReportFieldManager = "sharedlvm-agent-vgreport"
 // number of LVs.
 type VolumeGroupAgent struct {
 	client.Client
+	// APIReader finds the volume of a drifted lease (rare): the cache holds only the
+	// volumes assigned to this node.
+	APIReader      client.Reader
 	Node           *Node
 	Recorder       recorder.EventRecorder
 	ReportInterval time.Duration
@@ -335,7 +338,11 @@ func (r *VolumeGroupAgent) repairDrift(ctx context.Context, vgName string, st *s
 		if lv == nil || !lv.HasTag(v1.TagManaged) {
 			continue // not ours to touch
 		}
-		vol := r.volumeByUUID(ctx, res.Name)
+		vol, err := r.volumeByUUID(ctx, res.Name)
+		if err != nil {
+			logger.Info("drift check skipped: cannot list volumes", "error", err.Error())
+			return // when unsure, never release
+		}
 		if vol != nil && r.attachedHere(ctx, vol) {
 			continue // an attachment exists but has not recorded the UUID yet
 		}
@@ -343,7 +350,7 @@ func (r *VolumeGroupAgent) repairDrift(ctx context.Context, vgName string, st *s
 		if !ok {
 			continue // an operation of this agent holds it on purpose (create, wipe, extend)
 		}
-		err := r.Node.LVM.Activate(ctx, vgName, lvm.Deactivate, lv.Name)
+		err = r.Node.LVM.Activate(ctx, vgName, lvm.Deactivate, lv.Name)
 		r.Node.Invalidate()
 		unlock()
 		msg := fmt.Sprintf("node %s held a lock on LV %s/%s with no attachment", r.Node.Name, vgName, lv.Name)
@@ -369,12 +376,19 @@ func (r *VolumeGroupAgent) repairDrift(ctx context.Context, vgName string, st *s
 	}
 }
 
-func (r *VolumeGroupAgent) volumeByUUID(ctx context.Context, uuid string) *v1.SharedVolume {
+// volumeByUUID finds a volume by its LV UUID. It lists every volume from the API, which is
+// acceptable only because it runs on drift, an exception.
+func (r *VolumeGroupAgent) volumeByUUID(ctx context.Context, uuid string) (*v1.SharedVolume, error) {
 	var vols v1.SharedVolumeList
-	if err := r.List(ctx, &vols, client.MatchingFields{IndexVolumeLVUUID: uuid}); err != nil || len(vols.Items) == 0 {
-		return nil
+	if err := r.APIReader.List(ctx, &vols); err != nil {
+		return nil, err
 	}
-	return &vols.Items[0]
+	for i := range vols.Items {
+		if vols.Items[i].Status.LVUUID == uuid {
+			return &vols.Items[i], nil
+		}
+	}
+	return nil, nil
 }
 
 func (r *VolumeGroupAgent) attachedHere(ctx context.Context, vol *v1.SharedVolume) bool {

@@ -32,6 +32,9 @@ type AgentOptions struct {
 	// Executor runs this node's LVM and sanlock commands.
 	Executor       executor.Executor
 	ReportInterval time.Duration
+	// QPS and Burst limit the agent's requests; 0 means DefaultAgentQPS / DefaultAgentBurst.
+	QPS   float32
+	Burst int
 }
 
 // NewAgent builds a node agent's manager. Its cache holds only this node's Node object and
@@ -44,6 +47,7 @@ func NewAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) (manager.Ma
 	if o.Executor == nil {
 		return nil, errors.New("agent: no command executor")
 	}
+	cfg = withRateLimits(cfg, o.QPS, o.Burst, DefaultAgentQPS, DefaultAgentBurst)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
@@ -53,27 +57,28 @@ func NewAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) (manager.Ma
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Node{}:         {Field: fields.OneTermEqualSelector("metadata.name", o.NodeName)},
 			&v1.VolumeAttachment{}: {Field: fields.OneTermEqualSelector("spec.node", o.NodeName)},
+			// Only the volumes this node works on (a selectable field): an agent's memory and
+			// watch traffic stay constant as the cluster's volume count grows. Other volumes
+			// (an attachment's, a copy's source) are read from the API when needed.
+			&v1.SharedVolume{}: {Field: fields.OneTermEqualSelector("status.executorNode", o.NodeName)},
 		}},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)
 	}
-	if err := agent.SetupIndexes(ctx, mgr); err != nil {
-		return nil, err
-	}
 	node := agent.NewNode(o.NodeName, o.Executor)
 	rec := mgr.GetEventRecorder("sharedlvm-agent")
-	if err := (&agent.VolumeGroupAgent{Client: mgr.GetClient(), Node: node, Recorder: rec, ReportInterval: o.ReportInterval}).SetupWithManager(mgr); err != nil {
+	if err := (&agent.VolumeGroupAgent{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Node: node, Recorder: rec, ReportInterval: o.ReportInterval}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	if err := (&agent.VolumeAgent{Client: mgr.GetClient(), Node: node, Recorder: rec}).SetupWithManager(mgr); err != nil {
+	if err := (&agent.VolumeAgent{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Node: node, Recorder: rec}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	restorer := &agent.Restorer{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Node: node, Recorder: rec}
 	if err := mgr.Add(restorer); err != nil {
 		return nil, err
 	}
-	if err := (&agent.AttachmentAgent{Client: mgr.GetClient(), Node: node, Recorder: rec, Restored: restorer.Restored}).SetupWithManager(mgr); err != nil {
+	if err := (&agent.AttachmentAgent{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Node: node, Recorder: rec, Restored: restorer.Restored}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

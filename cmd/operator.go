@@ -38,6 +38,33 @@ type OperatorOptions struct {
 	ProbeAddr               string
 	LeaderElection          bool
 	LeaderElectionNamespace string
+	// QPS and Burst limit the operator's requests to the apiserver (client-side); 0 means
+	// DefaultOperatorQPS / DefaultOperatorBurst.
+	QPS   float32
+	Burst int
+}
+
+// The operator writes a few status updates per volume operation for every volume of the
+// cloud: client-go's default of 5 requests/s (or controller-runtime's 20) would be its
+// bottleneck, as the scale harness showed.
+const (
+	DefaultOperatorQPS   = 100
+	DefaultOperatorBurst = 200
+	DefaultAgentQPS      = 20
+	DefaultAgentBurst    = 40
+)
+
+// withRateLimits returns a copy of cfg with the given client-side limits (defaults for 0).
+func withRateLimits(cfg *rest.Config, qps float32, burst int, defQPS float32, defBurst int) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = qps, burst
+	if cfg.QPS <= 0 {
+		cfg.QPS = defQPS
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = defBurst
+	}
+	return cfg
 }
 
 // DefaultNamespace is where leader election and events go when not told otherwise.
@@ -51,6 +78,7 @@ func DefaultNamespace() string {
 // NewOperator builds the operator's manager with indexes, the three reconcilers, health
 // and readiness probes and the metrics endpoint.
 func NewOperator(ctx context.Context, cfg *rest.Config, o OperatorOptions) (manager.Manager, error) {
+	cfg = withRateLimits(cfg, o.QPS, o.Burst, DefaultOperatorQPS, DefaultOperatorBurst)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  Scheme(),
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},

@@ -102,8 +102,11 @@ func (r *Report) VG(name string) (*VG, bool) {
 	return nil, false
 }
 
-// LV returns an LV of the VG by name.
+// LV returns an LV of the VG by name. A nil VG (not in the report) has none.
 func (v *VG) LV(name string) (*LV, bool) {
+	if v == nil {
+		return nil, false
+	}
 	for i := range v.LVs {
 		if v.LVs[i].Name == name {
 			return &v.LVs[i], true
@@ -114,6 +117,9 @@ func (v *VG) LV(name string) (*LV, bool) {
 
 // LVsWithTag returns the LVs carrying a tag.
 func (v *VG) LVsWithTag(tag string) []LV {
+	if v == nil {
+		return nil
+	}
 	var out []LV
 	for _, l := range v.LVs {
 		if l.HasTag(tag) {

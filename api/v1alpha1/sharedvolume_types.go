@@ -177,6 +177,7 @@ type SharedVolumeStatus struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.source) || self.spec.source.volume != self.metadata.name",message="spec.source names this volume itself: a volume is copied from another SharedVolume"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase != 'Migrating' || self.spec.volumeGroup == oldSelf.spec.volumeGroup",message="spec.volumeGroup cannot change while a migration runs (status.phase Migrating): wait until it finishes, then request another"
 // +kubebuilder:validation:XValidation:rule="has(self.spec.lvName) || (size(self.metadata.name) <= 63 && !self.metadata.name.startsWith('snapshot') && !self.metadata.name.startsWith('pvmove') && self.metadata.name != 'lvmlock')",message="metadata.name becomes the LV name when spec.lvName is unset, and LVM cannot use it (longer than 63 characters, 'lvmlock', or starting with 'snapshot'/'pvmove'): set spec.lvName"
+// +kubebuilder:selectablefield:JSONPath=`.status.executorNode`
 // +kubebuilder:printcolumn:name="VG",type=string,JSONPath=`.spec.volumeGroup`
 // +kubebuilder:printcolumn:name="Size",type=string,JSONPath=`.spec.size`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`

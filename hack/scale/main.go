@@ -1,0 +1,484 @@
+// Command scale drives the real operator (its own process, so that its RSS and CPU are its
+// own) against a real kube-apiserver (envtest) with many simulated nodes: the real agent
+// code per node over test/fakelvm, an in-memory model of shared LVM + sanlock that obeys the
+// same lock rules. For each volume count it takes that many SharedVolumes and
+// VolumeAttachments through create → attach → live migration → detach → delete and reports
+// throughput, p50/p99 time from the CR change to the applied status, operator RSS and CPU,
+// apiserver requests per volume operation, and LVM/sanlock calls per agent reporting cycle.
+//
+//	hack/scale.sh                                   # 100 nodes; 1,000 then 10,000 volumes
+//	go run ./hack/scale --nodes 10 --volumes 100,500 # a quick one
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	toolscache "k8s.io/client-go/tools/cache"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/cmd"
+	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/test/fakelvm"
+)
+
+var (
+	nodes          = flag.Int("nodes", 100, "simulated nodes, each with a real agent")
+	volumeCounts   = flag.String("volumes", "1000,10000", "volume counts to run, in order")
+	workers        = flag.Int("workers", 16, "parallel clients creating and deleting objects")
+	reportInterval = flag.Duration("report-interval", 30*time.Second, "agents' reporting interval")
+	outDir         = flag.String("out", "bench/results", "where the table and the plot are written")
+)
+
+const ns = "scale"
+
+func main() {
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.Level(zapcore.DPanicLevel))) // quiet: the table is the output
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "scale:", err)
+		os.Exit(1)
+	}
+}
+
+// phase results of one volume count.
+type phaseResult struct {
+	name       string
+	n          int
+	wall       time.Duration
+	p50, p99   time.Duration
+	apiPerOp   float64
+	operatorCPUs float64
+}
+
+type cycleResult struct {
+	n            int
+	phases       []phaseResult
+	maxRSS       int64 // bytes
+	cpuSeconds   float64
+	callsPerCycle float64
+}
+
+func run() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var counts []int
+	for _, f := range strings.Split(*volumeCounts, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return fmt.Errorf("--volumes: %q is not a positive count", f)
+		}
+		counts = append(counts, n)
+	}
+	t0 := time.Now()
+	fmt.Printf("building the operator binary (hack/build.sh)...\n")
+	bin := filepath.Join(os.TempDir(), "sharedlvm-scale")
+	if out, err := exec.Command(filepath.Join(envtestutil.RepoRoot(), "hack", "build.sh"), bin).CombinedOutput(); err != nil {
+		return fmt.Errorf("build: %v\n%s", err, out)
+	}
+	env, err := envtestutil.Start()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = env.Stop() }()
+	c, err := client.New(env.Config, client.Options{Scheme: cmd.Scheme()})
+	if err != nil {
+		return err
+	}
+	cs := kubernetes.NewForConfigOrDie(env.Config)
+
+	// The operator in its own process.
+	op := exec.CommandContext(ctx, bin, "operator", "--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0", "--zap-log-level=error")
+	op.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
+	op.Stderr = os.Stderr
+	if err := op.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = op.Process.Kill(); _, _ = op.Process.Wait() }()
+
+	// The storage model and one real agent per node, in this process.
+	storage := fakelvm.New()
+	storage.CreateVG("vg1", map[string]int64{"/dev/sdb": 64 << 40})
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return err
+	}
+	for i := 1; i <= *nodes; i++ {
+		name := nodeName(i)
+		if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"scale": "yes"}}}); err != nil {
+			return err
+		}
+		mgr, err := cmd.NewAgent(ctx, env.Config, cmd.AgentOptions{NodeName: name, MetricsAddr: "0", ProbeAddr: "0",
+			Executor: storage.Host(i), ReportInterval: *reportInterval})
+		if err != nil {
+			return err
+		}
+		go func() { _ = mgr.Start(ctx) }()
+	}
+	if err := c.Create(ctx, &v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: "vg1"},
+		Spec: v1.VolumeGroupSpec{VGName: "vg1", PVs: []v1.DevicePath{"/dev/sdb"}, WipePolicy: v1.WipeNone,
+			NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"scale": "yes"}}}}); err != nil {
+		return err
+	}
+	want := fmt.Sprintf("%d/%d", *nodes, *nodes)
+	if err := waitFor(ctx, 5*time.Minute, func() bool {
+		var g v1.VolumeGroup
+		return c.Get(ctx, client.ObjectKey{Name: "vg1"}, &g) == nil && g.Status.NodesReady == want
+	}); err != nil {
+		return fmt.Errorf("lockspaces of %d nodes: %w", *nodes, err)
+	}
+	fmt.Printf("control plane, operator (pid %d) and %d agents up in %.1fs\n", op.Process.Pid, *nodes, time.Since(t0).Seconds())
+
+	tr, err := newTracker(ctx, env)
+	if err != nil {
+		return err
+	}
+	idleCalls, err := callsPerCycle(ctx, storage)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("LVM/sanlock calls of one agent per reporting cycle, no volumes: %.1f\n", idleCalls)
+
+	var results []cycleResult
+	for _, n := range counts {
+		fmt.Printf("\n== %d volumes on %d nodes\n", n, *nodes)
+		r, err := cycle(ctx, c, cs, tr, storage, op.Process.Pid, n)
+		if err != nil {
+			return err
+		}
+		results = append(results, r)
+	}
+	return report(results, idleCalls)
+}
+
+func nodeName(i int) string { return fmt.Sprintf("node-%03d", i) }
+
+func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not done after %v", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// tracker records, from watches, when each object first reached a state.
+type tracker struct {
+	mu      sync.Mutex
+	reached map[string]time.Time
+}
+
+func (t *tracker) mark(key string) {
+	t.mu.Lock()
+	if _, ok := t.reached[key]; !ok {
+		t.reached[key] = time.Now()
+	}
+	t.mu.Unlock()
+}
+
+func (t *tracker) at(key string) (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	v, ok := t.reached[key]
+	return v, ok
+}
+
+func (t *tracker) reset() {
+	t.mu.Lock()
+	t.reached = map[string]time.Time{}
+	t.mu.Unlock()
+}
+
+func newTracker(ctx context.Context, env *envtestutil.Env) (*tracker, error) {
+	t := &tracker{reached: map[string]time.Time{}}
+	ca, err := cache.New(env.Config, cache.Options{Scheme: cmd.Scheme()})
+	if err != nil {
+		return nil, err
+	}
+	svInf, err := ca.GetInformer(ctx, &v1.SharedVolume{})
+	if err != nil {
+		return nil, err
+	}
+	onVol := func(o any) {
+		v, ok := o.(*v1.SharedVolume)
+		if ok && v.Status.Phase == v1.VolumeAvailable && v.Status.LVUUID != "" {
+			t.mark("available/" + v.Name)
+		}
+	}
+	_, _ = svInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: onVol, UpdateFunc: func(_, o any) { onVol(o) },
+		DeleteFunc: func(o any) {
+			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			if v, ok := o.(*v1.SharedVolume); ok {
+				t.mark("deleted/" + v.Name)
+			}
+		},
+	})
+	vaInf, err := ca.GetInformer(ctx, &v1.VolumeAttachment{})
+	if err != nil {
+		return nil, err
+	}
+	onAtt := func(o any) {
+		a, ok := o.(*v1.VolumeAttachment)
+		if ok && a.Status.Phase == v1.AttachmentAttached {
+			t.mark(string(a.Status.AppliedLock) + "/" + a.Name)
+		}
+	}
+	_, _ = vaInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: onAtt, UpdateFunc: func(_, o any) { onAtt(o) },
+		DeleteFunc: func(o any) {
+			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			if a, ok := o.(*v1.VolumeAttachment); ok {
+				t.mark("gone/" + a.Name)
+			}
+		},
+	})
+	go func() { _ = ca.Start(ctx) }()
+	if !ca.WaitForCacheSync(ctx) {
+		return nil, fmt.Errorf("tracker cache did not sync")
+	}
+	return t, nil
+}
+
+// parallel runs f(i) for i in [0,n) on the workers, returning each call's end time.
+func parallel(n int, f func(i int) error) ([]time.Time, error) {
+	ends := make([]time.Time, n)
+	var next atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for w := 0; w < *workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || firstErr.Load() != nil {
+					return
+				}
+				if err := f(i); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				ends[i] = time.Now()
+			}
+		}()
+	}
+	wg.Wait()
+	if err, ok := firstErr.Load().(error); ok {
+		return nil, err
+	}
+	return ends, nil
+}
+
+func cycle(ctx context.Context, c client.Client, cs *kubernetes.Clientset, tr *tracker, storage *fakelvm.Cluster, pid, n int) (cycleResult, error) {
+	res := cycleResult{n: n}
+	tr.reset()
+	var rss atomic.Int64
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	defer stopSampling()
+	go func() {
+		for {
+			if v := rssOf(pid); v > rss.Load() {
+				rss.Store(v)
+			}
+			select {
+			case <-sampleCtx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}()
+	cpu0 := cpuOf(pid)
+	volName := func(i int) string { return fmt.Sprintf("vol-%d-%05d", n, i) }
+	srcName := func(i int) string { return volName(i) + "-src" }
+	dstName := func(i int) string { return volName(i) + "-dst" }
+	srcNode := func(i int) string { return nodeName(i%*nodes + 1) }
+	dstNode := func(i int) string { return nodeName((i+1)%*nodes + 1) }
+	attach := func(name, vol, node string, p v1.AttachmentPurpose) error {
+		return c.Create(ctx, &v1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: v1.VolumeAttachmentSpec{Volume: v1.ObjectName(vol), Node: v1.ObjectName(node), Purpose: p}})
+	}
+	detach := func(name string) error {
+		return c.Delete(ctx, &v1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})
+	}
+	phase := func(name string, do func(i int) error, key func(i int) string) error {
+		api0, err := apiRequests(ctx, cs)
+		if err != nil {
+			return err
+		}
+		cpuStart := cpuOf(pid)
+		start := time.Now()
+		ends, err := parallel(n, do)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if err := waitFor(ctx, time.Duration(n)*100*time.Millisecond+5*time.Minute, func() bool {
+			for i := 0; i < n; i++ {
+				if _, ok := tr.at(key(i)); !ok {
+					return false
+				}
+			}
+			return true
+		}); err != nil {
+			missing := 0
+			for i := 0; i < n; i++ {
+				if _, ok := tr.at(key(i)); !ok {
+					missing++
+				}
+			}
+			return fmt.Errorf("%s: %d of %d not applied: %w", name, missing, n, err)
+		}
+		wall := time.Since(start)
+		lat := make([]time.Duration, n)
+		for i := range lat {
+			at, _ := tr.at(key(i))
+			lat[i] = at.Sub(ends[i])
+			if lat[i] < 0 {
+				lat[i] = 0 // applied before the client call returned
+			}
+		}
+		sort.Slice(lat, func(a, b int) bool { return lat[a] < lat[b] })
+		api1, err := apiRequests(ctx, cs)
+		if err != nil {
+			return err
+		}
+		p := phaseResult{name: name, n: n, wall: wall, p50: lat[n/2], p99: lat[n*99/100], apiPerOp: (api1 - api0) / float64(n),
+			operatorCPUs: cpuOf(pid) - cpuStart}
+		res.phases = append(res.phases, p)
+		fmt.Printf("  %-8s %6d in %7.1fs  %7.1f/s  p50 %6.0fms  p99 %6.0fms  %5.1f API requests/op  operator CPU %.1fs\n",
+			name, n, wall.Seconds(), float64(n)/wall.Seconds(), ms(p.p50), ms(p.p99), p.apiPerOp, p.operatorCPUs)
+		return nil
+	}
+	if err := phase("create", func(i int) error {
+		return c.Create(ctx, &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: volName(i)},
+			Spec: v1.SharedVolumeSpec{VolumeGroup: "vg1", Size: resource.MustParse("1Gi")}})
+	}, func(i int) string { return "available/" + volName(i) }); err != nil {
+		return res, err
+	}
+	if err := phase("attach", func(i int) error { return attach(srcName(i), volName(i), srcNode(i), v1.PurposeInstance) },
+		func(i int) string { return "Exclusive/" + srcName(i) }); err != nil {
+		return res, err
+	}
+	calls, err := callsPerCycle(ctx, storage)
+	if err != nil {
+		return res, err
+	}
+	res.callsPerCycle = calls
+	fmt.Printf("  LVM/sanlock calls of one agent per reporting cycle, %d volumes attached (%d per node): %.1f\n", n, n / *nodes, calls)
+	if err := phase("migrate", func(i int) error { return attach(dstName(i), volName(i), dstNode(i), v1.PurposeMigrationTarget) },
+		func(i int) string { return "Shared/" + dstName(i) }); err != nil {
+		return res, err
+	}
+	if err := phase("handoff", func(i int) error { return detach(srcName(i)) },
+		func(i int) string { return "Exclusive/" + dstName(i) }); err != nil {
+		return res, err
+	}
+	if err := phase("detach", func(i int) error { return detach(dstName(i)) },
+		func(i int) string { return "gone/" + dstName(i) }); err != nil {
+		return res, err
+	}
+	if err := phase("delete", func(i int) error {
+		return c.Delete(ctx, &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: volName(i)}})
+	}, func(i int) string { return "deleted/" + volName(i) }); err != nil {
+		return res, err
+	}
+	stopSampling()
+	res.maxRSS = rss.Load()
+	res.cpuSeconds = cpuOf(pid) - cpu0
+	fmt.Printf("  operator: max RSS %.0f MiB, CPU %.1fs\n", float64(res.maxRSS)/(1<<20), res.cpuSeconds)
+	return res, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// callsPerCycle counts one agent's storage commands over two reporting cycles at rest.
+func callsPerCycle(ctx context.Context, storage *fakelvm.Cluster) (float64, error) {
+	h := storage.Host(1)
+	h.ResetCalls()
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(2 * *reportInterval):
+	}
+	return float64(len(h.Calls())) / 2, nil
+}
+
+// apiRequests sums the apiserver's apiserver_request_total (every client's requests).
+func apiRequests(ctx context.Context, cs *kubernetes.Clientset) (float64, error) {
+	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var total float64
+	sc := bufio.NewScanner(strings.NewReader(string(raw)))
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err == nil {
+			total += v
+		}
+	}
+	return total, nil
+}
+
+func rssOf(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			f := strings.Fields(l)
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// cpuOf returns a process's user+system CPU seconds (USER_HZ = 100 on Linux).
+func cpuOf(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndex(s, ")")+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100
+}

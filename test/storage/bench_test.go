@@ -1,0 +1,199 @@
+//go:build storage && bench
+
+package storage
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/cmd"
+	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/test/testbed"
+)
+
+// benchRow is one operation through the CRs next to the raw command doing the same work on
+// the same host and VG in the same run.
+type benchRow struct {
+	op, raw     string
+	cr, rawTime time.Duration
+	target      float64 // ratio target (0: none)
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+// TestBenchRatiosOnRealSharedLVM is the bench tier (hack/bench.sh): each operation through
+// the custom resources against the raw LVM command on the same VM host and VG, medians of
+// several runs, ratios against the targets; the table goes to bench/results.
+func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
+	const reps = 5
+	bed := newBed(t, testbed.Config{Hosts: 2, LUNs: 1, LUNSize: 16 << 30, IOTimeout: 3})
+	cl := startCluster(t, bed)
+	a, b := cl.nodes[0], cl.nodes[1]
+	ctx := cl.ctx
+	cl.createVG()
+	var rows []benchRow
+	timeRaw := func(n *node, argv ...string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		run(ctx, t, n, argv...)
+		return time.Since(start)
+	}
+
+	// create: SharedVolume → Available, vs lvcreate -an of the same size.
+	var crCreate, rawCreate []time.Duration
+	for i := 0; i < reps; i++ {
+		start := time.Now()
+		vol := cl.createVolume(fmt.Sprintf("bench-%d", i), "64Mi", true)
+		cl.wait("available", time.Minute, cl.available(vol))
+		crCreate = append(crCreate, time.Since(start))
+		rawCreate = append(rawCreate, timeRaw(a, "lvcreate", "-y", "-an", "-Zn", "-n", fmt.Sprintf("raw-%d", i), "-L", "64m", vg))
+	}
+	rows = append(rows, benchRow{"create (SharedVolume → Available)", "lvcreate -an", median(crCreate), median(rawCreate), 1.2})
+
+	// attach and detach on host1, vs lvchange -aey / -an.
+	var crAttach, rawAttach, crDetach, rawDetach []time.Duration
+	for i := 0; i < reps; i++ {
+		name := fmt.Sprintf("bench-%d-host1", i)
+		start := time.Now()
+		cl.attach(name, fmt.Sprintf("bench-%d", i), "host1", v1.PurposeInstance)
+		cl.wait("attached", time.Minute, cl.attached(name, v1.LockExclusive))
+		crAttach = append(crAttach, time.Since(start))
+		rawAttach = append(rawAttach, timeRaw(a, "lvchange", "-aey", fmt.Sprintf("%s/raw-%d", vg, i)))
+	}
+	// 1→2 holders (live-migration handoff) on bench-0: host2's target → both shared, vs the
+	// raw pair (convert on host1, activate shared on host2) on raw-0.
+	start := time.Now()
+	cl.attach("bench-0-host2", "bench-0", "host2", v1.PurposeMigrationTarget)
+	cl.wait("both shared", time.Minute, cl.attached("bench-0-host2", v1.LockShared))
+	crConvert := time.Since(start)
+	rawConvert := timeRaw(a, "lvchange", "-asy", vg+"/raw-0") + timeRaw(b, "lvchange", "-asy", vg+"/raw-0")
+	rows = append(rows, benchRow{"attach (VolumeAttachment → Attached, exclusive)", "lvchange -aey", median(crAttach), median(rawAttach), 1.2})
+	rows = append(rows, benchRow{"1→2 holders (migration target → both Shared)", "lvchange -asy on holder + on target", crConvert, rawConvert, 0})
+	cl.detach("bench-0-host2")
+	run(ctx, t, b, "lvchange", "-an", vg+"/raw-0")
+	run(ctx, t, a, "lvchange", "-aey", vg+"/raw-0")
+	for i := 0; i < reps; i++ {
+		start := time.Now()
+		cl.detach(fmt.Sprintf("bench-%d-host1", i))
+		crDetach = append(crDetach, time.Since(start))
+		rawDetach = append(rawDetach, timeRaw(a, "lvchange", "-an", fmt.Sprintf("%s/raw-%d", vg, i)))
+	}
+	rows = append(rows, benchRow{"detach (VolumeAttachment deleted → gone, lock released)", "lvchange -an", median(crDetach), median(rawDetach), 1.2})
+
+	// 100 creates at once vs 100 serialized lvcreates (LVM serializes per VG anyway).
+	const batch = 100
+	start = time.Now()
+	vols := make([]*v1.SharedVolume, batch)
+	for i := range vols {
+		vols[i] = cl.createVolume(fmt.Sprintf("batch-%03d", i), "4Mi", false)
+	}
+	for _, vol := range vols {
+		cl.wait("available", 10*time.Minute, cl.available(vol))
+	}
+	crBatch := time.Since(start)
+	start = time.Now()
+	for i := 0; i < batch; i++ {
+		run(ctx, t, a, "lvcreate", "-y", "-an", "-Zn", "-n", fmt.Sprintf("rawbatch-%03d", i), "-L", "4m", vg)
+	}
+	rawBatch := time.Since(start)
+	rows = append(rows, benchRow{fmt.Sprintf("%d creates at once → all Available", batch), fmt.Sprintf("%d lvcreate -an in sequence", batch), crBatch, rawBatch, 1.2})
+
+	// Reboot restore of N volumes attached on host1 (the batch's, plus more when
+	// SHAREDLVM_RESTORE_N asks for more), vs lockspace join alone and vs one lvchange per LV.
+	restoreN := max(restoreCount(), batch)
+	for i := batch; i < restoreN; i++ {
+		vols = append(vols, cl.createVolume(fmt.Sprintf("batch-%03d", i), "4Mi", false))
+	}
+	for _, vol := range vols {
+		cl.wait("available", 10*time.Minute, cl.available(vol))
+	}
+	for i := range vols {
+		cl.attach(fmt.Sprintf("batch-%03d-host1", i), vols[i].Name, "host1", v1.PurposeInstance)
+	}
+	for i := range vols {
+		cl.wait("attached", 5*time.Minute, cl.attached(fmt.Sprintf("batch-%03d-host1", i), v1.LockExclusive))
+	}
+	a.Kill()
+	cl.agents["host1"]()
+	if err := a.Boot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bootID := strings.TrimSpace(run(ctx, t, a, "cat", "/proc/sys/kernel/random/boot_id"))
+	var node corev1.Node
+	if err := cl.c.Get(ctx, client.ObjectKey{Name: "host1"}, &node); err != nil {
+		t.Fatal(err)
+	}
+	node.Status.NodeInfo.BootID = bootID
+	if err := cl.c.Status().Update(ctx, &node); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	cl.startAgent(a)
+	if err := cmd.WaitLocks(ctx, cl.c, "host1", bootID, 10*time.Minute, 200*time.Millisecond, &strings.Builder{}); err != nil {
+		t.Fatal(err)
+	}
+	crRestore := time.Since(start)
+	if err := cl.c.Get(ctx, client.ObjectKey{Name: "host1"}, &node); err != nil {
+		t.Fatal(err)
+	}
+	var join time.Duration
+	for _, c := range node.Status.Conditions {
+		if c.Type == v1.NodeConditionLocksRestored {
+			if i := strings.Index(c.Message, "lockspaces of 1 VG(s) after "); i >= 0 {
+				var secs float64
+				fmt.Sscanf(c.Message[i:], "lockspaces of 1 VG(s) after %fs", &secs)
+				join = time.Duration(secs * float64(time.Second))
+			}
+		}
+	}
+	names := make([]string, restoreN)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s/batch-%03d", vg, i)
+	}
+	run(ctx, t, a, append([]string{"lvchange", "-an"}, names...)...)
+	start = time.Now()
+	for _, n := range names {
+		run(ctx, t, a, "lvchange", "-aey", n)
+	}
+	rawSeq := time.Since(start)
+	rows = append(rows, benchRow{fmt.Sprintf("reboot restore of %d attachments (agent start → recorded)", restoreN), "lockspace join alone", crRestore, join, 0})
+	rows = append(rows, benchRow{"  its re-activation part (restore − join)", fmt.Sprintf("%d lvchange -aey in sequence", restoreN), crRestore - join, rawSeq, 0})
+
+	var md strings.Builder
+	fmt.Fprintf(&md, "Bench run %s on the test bed (2 TCG VMs, sanlock io_timeout 3 s, one VG on a 16 GiB LUN); medians of %d where repeated.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), reps)
+	md.WriteString("| operation through the CRs | time | raw command, same host and VG | time | ratio | target |\n|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		ratio := float64(r.cr) / float64(max(r.rawTime, time.Millisecond))
+		target := ""
+		if r.target > 0 {
+			target = fmt.Sprintf("≤ %.1f× %s", r.target, map[bool]string{true: "met", false: "missed"}[ratio <= r.target])
+		}
+		fmt.Fprintf(&md, "| %s | %.2f s | %s | %.2f s | %.2f× | %s |\n", r.op, r.cr.Seconds(), r.raw, r.rawTime.Seconds(), ratio, target)
+	}
+	fmt.Fprintf(&md, "\nRestore target (≤ lockspace join + 5 s): %s (restore %.1f s, join %.1f s).\n",
+		map[bool]string{true: "met", false: "missed"}[crRestore <= join+5*time.Second], crRestore.Seconds(), join.Seconds())
+	t.Logf("bench:\n%s", md.String())
+	dir := filepath.Join(envtestutil.RepoRoot(), "bench", "results")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "bench-"+time.Now().UTC().Format("20060102-150405")+".md")
+	if err := os.WriteFile(out, []byte(md.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wrote %s", out)
+}
