@@ -55,6 +55,16 @@ func toActivation(m v1.LockMode) lvm.ActivationMode {
 	return lvm.Deactivate
 }
 
+func orNone(m v1.LockMode) v1.LockMode {
+	if m == "" {
+		return v1.LockNone
+	}
+	return m
+}
+
+// fromLockMode is the activation a reported lock mode stands for.
+func fromLockMode(m v1.LockMode) lvm.ActivationMode { return toActivation(m) }
+
 func fromActivation(m lvm.ActivationMode) v1.LockMode {
 	switch m {
 	case lvm.Exclusive:
@@ -99,19 +109,26 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	want := toActivation(st.DesiredLock)
 
 	defer r.Node.LockLV(uuid)()
-	// A reading a few seconds old decides whether anything must change: this node's own
-	// lock changes invalidate it, so it is never older than another host's doing, and the
-	// periodic resync of every held attachment then costs one sanlock call per node, not
-	// one per LV. What is reported after a change is read fresh.
-	sl, err := r.Node.SanlockStatus(ctx, LeaseSnapshotMaxAge)
-	if err != nil {
-		setCondition(&st.Conditions, att.Generation, v1.ConditionLockApplied, false, "SanlockUnavailable", "cannot read sanlock on node "+r.Node.Name+": "+err.Error())
-		_ = r.patch(ctx, &att, orig)
-		return ctrl.Result{}, err
+	// A change the operator asks for (desired differs from what was applied) is applied at
+	// once: lvchange is idempotent, and the lease is read back from sanlock after it. Only a
+	// resync (nothing asked) reads sanlock first, and then a reading a few seconds old will
+	// do: this node's own lock changes invalidate it, so it is never older than another
+	// host's doing, and resyncing every held attachment costs one sanlock call per node,
+	// not one per LV.
+	requested := orNone(st.AppliedLock) != orNone(st.DesiredLock) ||
+		(orNone(st.AppliedLock) != v1.LockNone && st.LVUUID != uuid) // applied to another LV
+	have := fromLockMode(st.AppliedLock)
+	if !requested {
+		sl, err := r.Node.SanlockStatus(ctx, LeaseSnapshotMaxAge)
+		if err != nil {
+			setCondition(&st.Conditions, att.Generation, v1.ConditionLockApplied, false, "SanlockUnavailable", "cannot read sanlock on node "+r.Node.Name+": "+err.Error())
+			_ = r.patch(ctx, &att, orig)
+			return ctrl.Result{}, err
+		}
+		have = LeaseMode(sl, vg, uuid)
 	}
-	have := LeaseMode(sl, vg, uuid)
-	if have != want {
-		if have == lvm.Deactivate && st.AppliedLock != "" && st.AppliedLock != v1.LockNone && st.AppliedLock == st.DesiredLock {
+	if requested || have != want {
+		if !requested && have == lvm.Deactivate && want != lvm.Deactivate {
 			r.Recorder.Eventf(&att, nil, corev1.EventTypeWarning, "LockLost", "ApplyLock",
 				"node %s no longer held its %s lock on %s/%s; taking it again", r.Node.Name, st.AppliedLock, vg, lvName)
 		}
@@ -144,7 +161,8 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		log.FromContext(ctx).Info("lock applied", "lv", vg+"/"+lvName, "mode", fromActivation(want), "seconds", time.Since(t0).Seconds())
 		r.Recorder.Eventf(&att, nil, corev1.EventTypeNormal, "LockApplied", "ApplyLock",
 			"node %s now holds %s/%s %s (%.2fs)", r.Node.Name, vg, lvName, fromActivation(want), time.Since(t0).Seconds())
-		if sl, err = r.Node.SanlockStatus(ctx, 0); err != nil {
+		sl, err := r.Node.SanlockStatus(ctx, 0)
+		if err != nil {
 			return ctrl.Result{}, err
 		}
 		have = LeaseMode(sl, vg, uuid)

@@ -111,7 +111,8 @@ var _ = Describe("node reboot: locks restored before workloads start", Ordered, 
 		// Batched: lockstart first, then one lvchange per (VG, mode), before anything else.
 		var lockCalls []string
 		for _, c := range storage.Log()[since:] {
-			if c.Host == 1 && (c.Argv[0] == "lvchange" || c.Argv[0] == "vgchange") {
+			// Only vg1's: other specs may have left more VGs, whose lockstarts interleave.
+			if c.Host == 1 && (c.Argv[0] == "lvchange" || c.Argv[0] == "vgchange") && strings.Contains(strings.Join(c.Argv, " "), vgName) {
 				lockCalls = append(lockCalls, strings.Join(c.Argv, " "))
 			}
 		}
