@@ -36,7 +36,7 @@ type AttachmentAgent struct {
 	// assigned to this node.
 	APIReader client.Reader
 	Node      *Node
-	Recorder recorder.EventRecorder
+	Recorder  recorder.EventRecorder
 	// Restored, if set, gates lock changes until the node's boot restore has run (it
 	// re-activates everything in batches; one-by-one activation would only race it).
 	Restored func() bool

@@ -39,7 +39,7 @@ type VolumeAgent struct {
 	// assigned to this node): a copy's source.
 	APIReader client.Reader
 	Node      *Node
-	Recorder recorder.EventRecorder
+	Recorder  recorder.EventRecorder
 }
 
 // +kubebuilder:rbac:groups=sharedlvm.io,resources=sharedvolumes,verbs=get;list;watch
