@@ -63,19 +63,19 @@ func main() {
 
 // phase results of one volume count.
 type phaseResult struct {
-	name       string
-	n          int
-	wall       time.Duration
-	p50, p99   time.Duration
-	apiPerOp   float64
+	name         string
+	n            int
+	wall         time.Duration
+	p50, p99     time.Duration
+	apiPerOp     float64
 	operatorCPUs float64
 }
 
 type cycleResult struct {
-	n            int
-	phases       []phaseResult
-	maxRSS       int64 // bytes
-	cpuSeconds   float64
+	n             int
+	phases        []phaseResult
+	maxRSS        int64 // bytes
+	cpuSeconds    float64
 	callsPerCycle float64
 }
 
