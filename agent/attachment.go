@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
@@ -108,7 +109,13 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	vg, lvName, uuid := vol.Status.VGName, vol.Status.LVName, vol.Status.LVUUID
 	want := toActivation(st.DesiredLock)
 
-	defer r.Node.LockLV(uuid)()
+	// Another operation of this agent on the LV (a copy reading it from a snapshot, a
+	// move, a wipe) can take minutes: wait for it without holding a worker.
+	unlock, ok := r.Node.TryLockLV(uuid)
+	if !ok {
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
+	defer unlock()
 	// A change the operator asks for (desired differs from what was applied) is applied at
 	// once: lvchange is idempotent, and the lease is read back from sanlock after it. Only a
 	// resync (nothing asked) reads sanlock first, and then a reading a few seconds old will
@@ -198,6 +205,9 @@ func (r *AttachmentAgent) patch(ctx context.Context, att, orig *v1.VolumeAttachm
 func (r *AttachmentAgent) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.VolumeAttachment{}).
+		// Different LVs in parallel (lvchange of distinct LVs does not conflict); one LV's
+		// changes stay serialized by the per-LV lock.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Named("agent-attachment").
 		Complete(r)
 }

@@ -159,6 +159,9 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 			}
 		}
 	}
+	// The raw baseline on the same LVs, with host1's agent stopped (it would take back the
+	// locks of its attachments while the raw commands run).
+	cl.agents["host1"]()
 	names := make([]string, restoreN)
 	for i := range names {
 		names[i] = fmt.Sprintf("%s/batch-%03d", vg, i)
