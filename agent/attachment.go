@@ -23,9 +23,12 @@ import (
 // lock lost behind the agent's back is noticed and taken again.
 const AttachmentResync = 30 * time.Second
 
-// LeaseSnapshotMaxAge is how old a `sanlock client status` reading may be when an
-// attachment is checked.
-const LeaseSnapshotMaxAge = 5 * time.Second
+// LeaseSnapshotMaxAge is how old a `sanlock client status` reading may be when a held
+// attachment is resynced: each VG report cycle reads sanlock afresh, and the resyncs in
+// between reuse that reading, so an agent's sanlock calls per cycle do not grow with the
+// number of LVs it holds (1.5 periods: report cycles are jittered). A lost lease is still
+// noticed within two resync periods.
+const LeaseSnapshotMaxAge = AttachmentResync * 3 / 2
 
 // AttachmentAgent applies, for each VolumeAttachment of this node, the lock the operator
 // wants (status.desiredLock), and reports the lock it then reads back from sanlock

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"time"
 
@@ -101,7 +102,7 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		msgs = append(msgs, "cannot read local/host_id: "+hidErr.Error())
 	}
 
-	st, slErr := r.Node.Sanlock.Status(ctx)
+	st, slErr := r.Node.SanlockStatus(ctx, 0) // fresh, and kept for the attachment resyncs of this cycle
 	if slErr != nil {
 		msgs = append(msgs, "sanlock not answering: "+slErr.Error())
 	}
@@ -183,7 +184,12 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	entry.LastReport = &now
 	entry.ReportIntervalSeconds = int32(max(1, r.interval().Round(time.Second)/time.Second))
 	if err := r.applyEntry(ctx, vg.Name, &entry); err != nil {
-		return ctrl.Result{}, err
+		// Every node writes its entry into the one VolumeGroup object: after a power loss
+		// of the whole cluster they all do so at once. Retrying at once (exponential
+		// backoff from milliseconds, in lockstep) makes the herd worse; a random delay of up
+		// to a few seconds spreads it.
+		log.FromContext(ctx).Info("report not written, retrying", "error", err.Error())
+		return ctrl.Result{RequeueAfter: jitter(2 * time.Second)}, nil
 	}
 
 	if started && lvmVG != nil {
@@ -196,7 +202,16 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			r.repairDrift(ctx, vgName, st, lvmVG)
 		}
 	}
-	return ctrl.Result{RequeueAfter: r.interval()}, nil
+	// ±10 %: nodes started together do not stay in step and write all at once.
+	return ctrl.Result{RequeueAfter: r.interval()*9/10 + jitter(r.interval()/5)}, nil
+}
+
+// jitter returns a random duration in [0, d).
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(d)))
 }
 
 func (r *VolumeGroupAgent) createVG(ctx context.Context, vg *v1.VolumeGroup) (*lvm.Report, error) {
