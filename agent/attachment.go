@@ -97,10 +97,17 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	}
 	orig := att.DeepCopy()
 	st := &att.Status
+	// The operator names the LV in the attachment's status; an attachment written before
+	// it did (an older operator) is resolved through the volume.
 	var vol v1.SharedVolume
-	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: att.Namespace, Name: string(att.Spec.Volume)}, &vol)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return ctrl.Result{}, err
+	var err error
+	if lv := st.LV; lv != nil {
+		vol.Status.VGName, vol.Status.LVName, vol.Status.LVUUID = lv.VGName, lv.LVName, lv.LVUUID
+	} else if st.DesiredLock != "" && st.DesiredLock != v1.LockNone || st.AppliedLock != "" && st.AppliedLock != v1.LockNone {
+		err = r.APIReader.Get(ctx, types.NamespacedName{Namespace: att.Namespace, Name: string(att.Spec.Volume)}, &vol)
+		if err != nil && !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, err
+		}
 	}
 	if err != nil || vol.Status.LVUUID == "" {
 		// No LV: nothing can be held. Say so, so that a deleted attachment can go.

@@ -165,12 +165,18 @@ func (r *Restorer) restore(ctx context.Context) error {
 		if mode == lvm.Deactivate {
 			continue
 		}
-		var vol v1.SharedVolume
-		if err := r.Reader.Get(ctx, types.NamespacedName{Namespace: a.Namespace, Name: string(a.Spec.Volume)}, &vol); err != nil || vol.Status.LVUUID == "" {
-			continue
+		// The LV is named in the attachment's status by the operator (older attachments:
+		// read the volume), so a restore of N attachments costs no N reads.
+		lv := a.Status.LV
+		if lv == nil {
+			var vol v1.SharedVolume
+			if err := r.Reader.Get(ctx, types.NamespacedName{Namespace: a.Namespace, Name: string(a.Spec.Volume)}, &vol); err != nil || vol.Status.LVUUID == "" {
+				continue
+			}
+			lv = &v1.LVRef{VGName: vol.Status.VGName, LVName: vol.Status.LVName, LVUUID: vol.Status.LVUUID}
 		}
-		k := key{vol.Status.VGName, mode}
-		batches[k] = append(batches[k], vol.Status.LVName)
+		k := key{lv.VGName, mode}
+		batches[k] = append(batches[k], lv.LVName)
 		count++
 	}
 	keys := make([]key, 0, len(batches))

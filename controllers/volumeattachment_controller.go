@@ -159,6 +159,11 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 				fmt.Sprintf("waiting for the agent on node %s to take the %s lock", att.Spec.Node, desired))
 		}
 	}
+	// The LV the plan is about, for the node's agent (which then reads no volume).
+	st.LV = nil
+	if volFound && vol.Status.LVUUID != "" {
+		st.LV = &v1.LVRef{VGName: vol.Status.VGName, LVName: vol.Status.LVName, LVUUID: vol.Status.LVUUID}
+	}
 	st.ObservedGeneration = gen
 
 	if !att.DeletionTimestamp.IsZero() {

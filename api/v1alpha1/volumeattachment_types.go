@@ -67,6 +67,10 @@ type VolumeAttachmentStatus struct {
 	// desiredLock is the lock mode the operator wants the node to hold now.
 	// +optional
 	DesiredLock LockMode `json:"desiredLock,omitempty"`
+	// lv is the LV the desired lock is on, written by the operator with desiredLock from
+	// the volume's status, so that the node's agent needs nothing but its attachments.
+	// +optional
+	LV *LVRef `json:"lv,omitempty"`
 	// appliedLock is the lock mode the node's agent read back from sanlock.
 	// +optional
 	AppliedLock LockMode `json:"appliedLock,omitempty"`
@@ -81,6 +85,13 @@ type VolumeAttachmentStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// LVRef identifies an LV: VG and LV names, and the LV UUID (its sanlock resource name).
+type LVRef struct {
+	VGName string `json:"vgName"`
+	LVName string `json:"lvName"`
+	LVUUID string `json:"lvUUID"`
 }
 
 // VolumeAttachment says that a node uses a SharedVolume; from all attachments of a
