@@ -89,11 +89,7 @@ func runPlugin(args []string) error {
 		fmt.Print(plugin.Usage)
 		return nil
 	}
-	cfg, err := ctrl.GetConfig()
-	if err != nil {
-		return err
-	}
-	c, err := client.New(cfg, client.Options{Scheme: cmd.Scheme()})
+	c, err := newClient()
 	if err != nil {
 		return err
 	}
@@ -168,13 +164,19 @@ func runWaitLocks(args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := ctrl.GetConfig()
-	if err != nil {
-		return err
-	}
-	c, err := client.New(cfg, client.Options{Scheme: cmd.Scheme()})
+	c, err := newClient()
 	if err != nil {
 		return err
 	}
 	return cmd.WaitLocks(ctrl.SetupSignalHandler(), c, *node, bootID, *timeout, 2*time.Second, os.Stdout)
+}
+
+// newClient is a client of the cluster kubectl would talk to (--kubeconfig, $KUBECONFIG,
+// ~/.kube/config, in-cluster).
+func newClient() (client.Client, error) {
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(cfg, client.Options{Scheme: cmd.Scheme()})
 }

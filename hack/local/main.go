@@ -123,16 +123,8 @@ func run(nodes int, samples bool, exitAfter time.Duration) error {
 		}
 	}
 
-	dir := filepath.Join(cacheDir(), "local")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	data, err := os.ReadFile(env.Kubeconfig)
+	kubeconfig, err := publishKubeconfig(env)
 	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(kubeconfig, data, 0o600); err != nil {
 		return err
 	}
 	defer os.Remove(kubeconfig)
@@ -160,6 +152,21 @@ Metrics: http://127.0.0.1:18080/metrics   Press Ctrl-C to stop and clean up.
 	case err := <-errs:
 		return err
 	}
+}
+
+// publishKubeconfig copies the control plane's admin kubeconfig to a stable path under the
+// cache, which the printed instructions name; the caller removes it on exit.
+func publishKubeconfig(env *envtestutil.Env) (string, error) {
+	dir := filepath.Join(cacheDir(), "local")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	data, err := os.ReadFile(env.Kubeconfig)
+	if err != nil {
+		return "", err
+	}
+	return kubeconfig, os.WriteFile(kubeconfig, data, 0o600)
 }
 
 func cacheDir() string {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -77,16 +76,8 @@ func runVMs(nodes int, exitAfter time.Duration) error {
 		}
 		go func() { errs <- ag.Start(ctx) }()
 	}
-	dir := filepath.Join(cacheDir(), "local")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	data, err := os.ReadFile(env.Kubeconfig)
+	kubeconfig, err := publishKubeconfig(env)
 	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(kubeconfig, data, 0o600); err != nil {
 		return err
 	}
 	defer os.Remove(kubeconfig)

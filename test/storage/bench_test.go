@@ -126,20 +126,8 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 	for i := range vols {
 		cl.wait("attached", 5*time.Minute, cl.attached(fmt.Sprintf("batch-%03d-host1", i), v1.LockExclusive))
 	}
-	a.Kill()
-	cl.agents["host1"]()
-	if err := a.Boot(ctx); err != nil {
-		t.Fatal(err)
-	}
-	bootID := strings.TrimSpace(run(ctx, t, a, "cat", "/proc/sys/kernel/random/boot_id"))
+	bootID := cl.powerCycle(a)
 	var node corev1.Node
-	if err := cl.c.Get(ctx, client.ObjectKey{Name: "host1"}, &node); err != nil {
-		t.Fatal(err)
-	}
-	node.Status.NodeInfo.BootID = bootID
-	if err := cl.c.Status().Update(ctx, &node); err != nil {
-		t.Fatal(err)
-	}
 	start = time.Now()
 	cl.startAgent(a)
 	if err := cmd.WaitLocks(ctx, cl.c, "host1", bootID, 10*time.Minute, 200*time.Millisecond, &strings.Builder{}); err != nil {

@@ -388,3 +388,24 @@ func (cl *cluster) detach(name string) {
 	}
 	cl.wait("detached "+name, time.Minute, cl.goneFn(att))
 }
+
+// powerCycle kills a host (its agent dies with it), boots it again and reports the new boot
+// ID on its Node as the kubelet would; it returns that boot ID. The agent is not restarted.
+func (cl *cluster) powerCycle(n *node) string {
+	cl.t.Helper()
+	n.Kill()
+	cl.agents[n.Name]()
+	if err := n.Boot(cl.ctx); err != nil {
+		cl.t.Fatal(err)
+	}
+	bootID := strings.TrimSpace(run(cl.ctx, cl.t, n, "cat", "/proc/sys/kernel/random/boot_id"))
+	var node corev1.Node
+	if err := cl.c.Get(cl.ctx, client.ObjectKey{Name: n.Name}, &node); err != nil {
+		cl.t.Fatal(err)
+	}
+	node.Status.NodeInfo.BootID = bootID
+	if err := cl.c.Status().Update(cl.ctx, &node); err != nil {
+		cl.t.Fatal(err)
+	}
+	return bootID
+}

@@ -69,21 +69,8 @@ func TestLifecycleOnRealSharedLVM(t *testing.T) {
 		t.Fatalf("host1 holds %d leases before the reboot, want %d (%v)", len(st.Resources), n, err)
 	}
 
-	a.Kill() // power loss: the agent dies with the node
-	cl.agents["host1"]()
-	if err := a.Boot(ctx); err != nil {
-		t.Fatal(err)
-	}
-	bootID := strings.TrimSpace(run(ctx, t, a, "cat", "/proc/sys/kernel/random/boot_id"))
-	// The kubelet reports the new boot ID.
+	bootID := cl.powerCycle(a) // power loss: the agent dies with the node
 	var node corev1.Node
-	if err := cl.c.Get(ctx, client.ObjectKey{Name: "host1"}, &node); err != nil {
-		t.Fatal(err)
-	}
-	node.Status.NodeInfo.BootID = bootID
-	if err := cl.c.Status().Update(ctx, &node); err != nil {
-		t.Fatal(err)
-	}
 	out := &lockedBuffer{}
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.WaitLocks(ctx, cl.c, "host1", bootID, 10*time.Minute, 500*time.Millisecond, out) }()
