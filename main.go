@@ -19,6 +19,7 @@ import (
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	"github.com/sharedlvm/sharedlvm-operator/cmd"
 	"github.com/sharedlvm/sharedlvm-operator/cmd/plugin"
+	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
 )
 
 // Version is stamped at build time with -ldflags "-X main.Version=...".
@@ -115,6 +116,7 @@ func runOperator(args []string) error {
 	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", cmd.DefaultNamespace(), "namespace of the leader election lease")
 	qps := flag.Float64("kube-api-qps", cmd.DefaultOperatorQPS, "requests per second to the apiserver (client-side limit)")
 	flag.IntVar(&o.Burst, "kube-api-burst", cmd.DefaultOperatorBurst, "request burst to the apiserver")
+	flag.StringVar(&o.HeartbeatNamespace, "heartbeat-namespace", heartbeat.DefaultNamespace, "namespace of the agents' heartbeat Leases (the agents' --heartbeat-namespace)")
 	parse(args)
 	o.QPS = float32(*qps)
 	ctx := ctrl.SetupSignalHandler()
@@ -137,6 +139,7 @@ func runAgent(args []string) error {
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8082", "address of the Prometheus metrics endpoint (0 disables it)")
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8083", "address of /healthz and /readyz")
 	flag.DurationVar(&o.ReportInterval, "report-interval", agent.DefaultReportInterval, "how often lockspace and VG state are reported")
+	flag.StringVar(&o.HeartbeatNamespace, "heartbeat-namespace", heartbeat.DefaultNamespace, "namespace of this agent's heartbeat Lease (the operator's --heartbeat-namespace)")
 	parse(args)
 	o.Executor = executor.Local{HostNamespaces: *hostNS}
 	ctx := ctrl.SetupSignalHandler()

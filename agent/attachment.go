@@ -31,9 +31,10 @@ const AttachmentResync = 30 * time.Second
 const LeaseSnapshotMaxAge = AttachmentResync * 3 / 2
 
 // AttachmentAgent applies, for each VolumeAttachment of this node, the lock the operator
-// wants (status.desiredLock), and reports the lock it then reads back from sanlock
-// (status.appliedLock) with the device path. It never decides a mode itself: the operator
-// orders transitions across nodes through this handshake.
+// wants (status.desiredLock), and reports the lock it then holds (status.appliedLock, as
+// lvmlockd granted it and as sanlock shows it on the check that follows) with the device
+// path. It never decides a mode itself: the operator orders transitions across nodes
+// through this handshake.
 type AttachmentAgent struct {
 	client.Client
 	// APIReader reads the attachment's volume: the agent's cache holds only the volumes
@@ -65,9 +66,6 @@ func orNone(m v1.LockMode) v1.LockMode {
 	}
 	return m
 }
-
-// fromLockMode is the activation a reported lock mode stands for.
-func fromLockMode(m v1.LockMode) lvm.ActivationMode { return toActivation(m) }
 
 func fromActivation(m lvm.ActivationMode) v1.LockMode {
 	switch m {
@@ -127,14 +125,15 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	}
 	defer unlock()
 	// A change the operator asks for (desired differs from what was applied) is applied at
-	// once: lvchange is idempotent, and the lease is read back from sanlock after it. Only a
-	// resync (nothing asked) reads sanlock first, and then a reading a few seconds old will
+	// once: lvchange is idempotent, and the reconcile that the status write triggers checks
+	// the lease against sanlock. Only a resync (nothing asked) reads sanlock first, and then
+	// a reading a few seconds old will
 	// do: this node's own lock changes invalidate it, so it is never older than another
 	// host's doing, and resyncing every held attachment costs one sanlock call per node,
 	// not one per LV.
 	requested := orNone(st.AppliedLock) != orNone(st.DesiredLock) ||
 		(orNone(st.AppliedLock) != v1.LockNone && st.LVUUID != uuid) // applied to another LV
-	have := fromLockMode(st.AppliedLock)
+	have := toActivation(st.AppliedLock)
 	if !requested {
 		sl, err := r.Node.SanlockStatus(ctx, LeaseSnapshotMaxAge)
 		if err != nil {
@@ -178,13 +177,15 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		log.FromContext(ctx).Info("lock applied", "lv", vg+"/"+lvName, "mode", fromActivation(want), "seconds", time.Since(t0).Seconds())
 		r.Recorder.Eventf(&att, nil, corev1.EventTypeNormal, "LockApplied", "ApplyLock",
 			"node %s now holds %s/%s %s (%.2fs)", r.Node.Name, vg, lvName, fromActivation(want), time.Since(t0).Seconds())
-		sl, err := r.Node.SanlockStatus(ctx, 0)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		have = LeaseMode(sl, vg, uuid)
+		// lvchange returned only after lvmlockd was granted (or released) the sanlock lease
+		// in this mode: that is the lease's state now. Reading sanlock here as well would
+		// put one more command between the request and the status; instead the reconcile
+		// that this status write triggers reads sanlock afresh (the reading was invalidated
+		// above) and corrects the status and takes the lock again if the two disagree.
+		have = want
 	}
-	// Report what sanlock says, not what was asked.
+	// Report the lease's mode (read from sanlock, or just granted by lvmlockd), not what was
+	// asked.
 	st.AppliedLock = fromActivation(have)
 	st.LVUUID = uuid
 	st.DevicePath = ""
@@ -193,7 +194,7 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	}
 	if have == want {
 		setCondition(&st.Conditions, att.Generation, v1.ConditionLockApplied, true, "Applied",
-			fmt.Sprintf("node %s holds %s (read back from sanlock)", r.Node.Name, st.AppliedLock))
+			fmt.Sprintf("node %s holds %s (granted by lvmlockd, checked against sanlock every %v)", r.Node.Name, st.AppliedLock, AttachmentResync))
 	}
 	if err := r.patch(ctx, &att, orig); err != nil {
 		return ctrl.Result{}, err

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
 	"github.com/sharedlvm/sharedlvm-operator/metrics"
 )
 
@@ -33,6 +34,8 @@ type Restorer struct {
 	Recorder recorder.EventRecorder
 	// DaemonWait bounds the wait for sanlock/lvmlockd per attempt cycle (default 5 min).
 	DaemonWait time.Duration
+	// HeartbeatNamespace holds the agents' heartbeat Leases.
+	HeartbeatNamespace string
 
 	done atomic.Bool
 }
@@ -121,8 +124,15 @@ func (r *Restorer) restore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Other nodes' liveness, for the duplicate host_id check (read directly: the caches may
+	// not run yet).
+	hb, err := heartbeat.List(ctx, r.Reader, r.HeartbeatNamespace)
+	if err != nil {
+		return err
+	}
 	vgByCR := map[string]string{}
 	for _, vg := range vgs.Items {
+		hb.Overlay(&vg)
 		if ok, _ := selects(vg.Spec.NodeSelector, node.Labels); !ok {
 			continue
 		}

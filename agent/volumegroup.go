@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -25,6 +26,7 @@ import (
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
 	"github.com/sharedlvm/sharedlvm-operator/agent/sanlock"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
 )
 
 // DefaultReportInterval is how often an agent refreshes its view of each VG.
@@ -38,7 +40,8 @@ const VGReportFieldManager = "sharedlvm-agent-vgreport"
 // VolumeGroupAgent keeps this node's side of every VolumeGroup that selects it: it starts the
 // lockspace (refusing when another node uses the same sanlock host_id), creates the VG when
 // the operator assigns it, reports its own status.nodes entry with server-side apply (field
-// manager sharedlvm-agent/<node>), writes the VG-wide report when it is the reporter, and
+// manager sharedlvm-agent/<node>) when it changes, writes the VG-wide report when it is the
+// reporter, and
 // finds and repairs lock drift: a lease held here that no attachment asks for.
 // Each cycle costs one `sanlock client status` and one `lvm fullreport`, whatever the
 // number of LVs.
@@ -51,12 +54,22 @@ type VolumeGroupAgent struct {
 	Recorder       recorder.EventRecorder
 	ReportInterval time.Duration
 	Now            func() time.Time
+	// Heartbeats are the agents' liveness (this one's included, renewed by a
+	// heartbeat.Renewer), overlaid on the entries when judging other nodes' freshness.
+	Heartbeats *heartbeat.Tracker
 }
+
+// EntryRefreshCycles: an unchanged entry is rewritten only every this many report cycles
+// (its lastReport then says the content was confirmed); liveness in between is the node's
+// heartbeat Lease. Rewriting every entry every cycle made the one VolumeGroup object an
+// O(nodes²) hotspot.
+const EntryRefreshCycles = 10
 
 // +kubebuilder:rbac:groups=sharedlvm.io,resources=volumegroups,verbs=get;list;watch
 // +kubebuilder:rbac:groups=sharedlvm.io,resources=volumegroups/status,verbs=get;patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update
 
 // FieldManager is the server-side-apply field manager of this node's entry.
 func (r *VolumeGroupAgent) FieldManager() string { return "sharedlvm-agent/" + r.Node.Name }
@@ -91,7 +104,12 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		return ctrl.Result{}, nil // the operator reports an invalid selector on the VG
 	}
 	if !selected {
-		return ctrl.Result{}, r.applyEntry(ctx, vg.Name, nil)
+		for i := range vg.Status.Nodes {
+			if vg.Status.Nodes[i].Node == r.Node.Name {
+				return ctrl.Result{}, r.applyEntry(ctx, vg.Name, nil) // drop this node's entry
+			}
+		}
+		return ctrl.Result{}, nil
 	}
 	vgName := string(vg.Spec.VGName)
 	entry := v1.NodeLockspaceStatus{Node: r.Node.Name}
@@ -146,7 +164,7 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		jnow := metav1.NewTime(r.now())
 		joining.LastReport = &jnow
 		joining.ReportIntervalSeconds = int32(max(1, r.interval().Round(time.Second)/time.Second))
-		_ = r.applyEntry(ctx, vg.Name, &joining)
+		_ = r.applyEntryIfChanged(ctx, &vg, &joining)
 		t0 := time.Now()
 		attempts, err := r.Node.LVM.Lockstart(ctx, vgName)
 		r.Node.Invalidate()
@@ -183,7 +201,7 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	now := metav1.NewTime(r.now())
 	entry.LastReport = &now
 	entry.ReportIntervalSeconds = int32(max(1, r.interval().Round(time.Second)/time.Second))
-	if err := r.applyEntry(ctx, vg.Name, &entry); err != nil {
+	if err := r.applyEntryIfChanged(ctx, &vg, &entry); err != nil {
 		// Every node writes its entry into the one VolumeGroup object: after a power loss
 		// of the whole cluster they all do so at once. Retrying at once (exponential
 		// backoff from milliseconds, in lockstep) makes the herd worse; a random delay of up
@@ -204,6 +222,29 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	// ±10 %: nodes started together do not stay in step and write all at once.
 	return ctrl.Result{RequeueAfter: r.interval()*9/10 + jitter(r.interval()/5)}, nil
+}
+
+// applyEntryIfChanged writes this node's entry when it differs from the one in the (cached)
+// VolumeGroup other than by lastReport, or when that one is EntryRefreshCycles old.
+func (r *VolumeGroupAgent) applyEntryIfChanged(ctx context.Context, vg *v1.VolumeGroup, e *v1.NodeLockspaceStatus) error {
+	for i := range vg.Status.Nodes {
+		cur := &vg.Status.Nodes[i]
+		if cur.Node != e.Node {
+			continue
+		}
+		if cur.LastReport != nil && e.LastReport != nil && e.LastReport.Sub(cur.LastReport.Time) < EntryRefreshCycles*r.interval() && sameEntry(cur, e) {
+			return nil
+		}
+		break
+	}
+	return r.applyEntry(ctx, vg.Name, e)
+}
+
+// sameEntry compares two entries but for lastReport.
+func sameEntry(a, b *v1.NodeLockspaceStatus) bool {
+	x, y := *a, *b
+	x.LastReport, y.LastReport = nil, nil
+	return equality.Semantic.DeepEqual(x, y)
 }
 
 // jitter returns a random duration in [0, d).
@@ -231,7 +272,9 @@ func (r *VolumeGroupAgent) createVG(ctx context.Context, vg *v1.VolumeGroup) (*l
 
 // hostIDConflict returns another fresh node reporting the same host_id, or "".
 func (r *VolumeGroupAgent) hostIDConflict(vg *v1.VolumeGroup, hostID int32) string {
-	return conflictingNode(vg, r.Node.Name, hostID, r.now())
+	live := vg.DeepCopy()
+	r.Heartbeats.Overlay(live)
+	return conflictingNode(live, r.Node.Name, hostID, r.now())
 }
 
 // conflictingNode returns another node whose fresh entry in the VG reports hostID, or "":
@@ -254,6 +297,8 @@ func conflictingNode(vg *v1.VolumeGroup, self string, hostID int32, now time.Tim
 // lockspace is started and whose report is fresh, so no operator decision is needed and a
 // dead reporter is replaced once its entry goes stale.
 func (r *VolumeGroupAgent) isReporter(vg *v1.VolumeGroup, now time.Time) bool {
+	vg = vg.DeepCopy()
+	r.Heartbeats.Overlay(vg)
 	var ready []string
 	for i := range vg.Status.Nodes {
 		n := &vg.Status.Nodes[i]

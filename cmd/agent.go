@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/rest"
@@ -22,6 +23,7 @@ import (
 	"github.com/sharedlvm/sharedlvm-operator/agent"
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
 )
 
 // AgentOptions configures one node's agent.
@@ -35,6 +37,9 @@ type AgentOptions struct {
 	// QPS and Burst limit the agent's requests; 0 means DefaultAgentQPS / DefaultAgentBurst.
 	QPS   float32
 	Burst int
+	// HeartbeatNamespace holds the agents' heartbeat Leases ("" means
+	// heartbeat.DefaultNamespace); the operator must use the same.
+	HeartbeatNamespace string
 }
 
 // NewAgent builds a node agent's manager. Its cache holds only this node's Node object and
@@ -61,6 +66,9 @@ func NewAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) (manager.Ma
 			// watch traffic stay constant as the cluster's volume count grows. Other volumes
 			// (an attachment's, a copy's source) are read from the API when needed.
 			&v1.SharedVolume{}: {Field: fields.OneTermEqualSelector("status.executorNode", o.NodeName)},
+			// The agents' heartbeats (small; other nodes' liveness decides the VG reporter
+			// and duplicate host_id checks).
+			&coordv1.Lease{}: heartbeat.CacheOptions(heartbeatNamespace(o.HeartbeatNamespace)),
 		}},
 	})
 	if err != nil {
@@ -68,13 +76,25 @@ func NewAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) (manager.Ma
 	}
 	node := agent.NewNode(o.NodeName, o.Executor)
 	rec := mgr.GetEventRecorder("sharedlvm-agent")
-	if err := (&agent.VolumeGroupAgent{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Node: node, Recorder: rec, ReportInterval: o.ReportInterval}).SetupWithManager(mgr); err != nil {
+	hbNS := heartbeatNamespace(o.HeartbeatNamespace)
+	hb := heartbeat.NewTracker()
+	if err := hb.Register(ctx, mgr.GetCache()); err != nil {
+		return nil, fmt.Errorf("heartbeats: %w", err)
+	}
+	interval := o.ReportInterval
+	if interval <= 0 {
+		interval = agent.DefaultReportInterval
+	}
+	if err := mgr.Add(&heartbeat.Renewer{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: hbNS, Node: o.NodeName, Interval: interval}); err != nil {
+		return nil, err
+	}
+	if err := (&agent.VolumeGroupAgent{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Node: node, Recorder: rec, ReportInterval: o.ReportInterval, Heartbeats: hb}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := (&agent.VolumeAgent{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Node: node, Recorder: rec}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	restorer := &agent.Restorer{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Node: node, Recorder: rec}
+	restorer := &agent.Restorer{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Node: node, Recorder: rec, HeartbeatNamespace: hbNS}
 	if err := mgr.Add(restorer); err != nil {
 		return nil, err
 	}

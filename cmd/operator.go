@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"os"
 
+	coordv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -21,6 +24,7 @@ import (
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/controllers"
+	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
 	"github.com/sharedlvm/sharedlvm-operator/metrics"
 )
 
@@ -42,6 +46,9 @@ type OperatorOptions struct {
 	// DefaultOperatorQPS / DefaultOperatorBurst.
 	QPS   float32
 	Burst int
+	// HeartbeatNamespace holds the agents' heartbeat Leases ("" means
+	// heartbeat.DefaultNamespace); the agents must use the same.
+	HeartbeatNamespace string
 }
 
 // The operator writes a few status updates per volume operation for every volume of the
@@ -92,6 +99,10 @@ func NewOperator(ctx context.Context, cfg *rest.Config, o OperatorOptions) (mana
 		// Tests restart the operator inside one process (crash safety); names stay unique
 		// within a manager, which is what the metric labels need.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		// Of the Leases, only the agents' heartbeats (leader election has its own client).
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&coordv1.Lease{}: heartbeat.CacheOptions(heartbeatNamespace(o.HeartbeatNamespace)),
+		}},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)
@@ -99,13 +110,18 @@ func NewOperator(ctx context.Context, cfg *rest.Config, o OperatorOptions) (mana
 	if err := controllers.SetupIndexes(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("indexes: %w", err)
 	}
-	if err := (&controllers.VolumeGroupReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sharedlvm-operator")}).SetupWithManager(mgr); err != nil {
+	hb := heartbeat.NewTracker()
+	if err := hb.Register(ctx, mgr.GetCache()); err != nil {
+		return nil, fmt.Errorf("heartbeats: %w", err)
+	}
+	rec := mgr.GetEventRecorder("sharedlvm-operator")
+	if err := (&controllers.VolumeGroupReconciler{Client: mgr.GetClient(), Recorder: rec, Heartbeats: hb}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	if err := (&controllers.SharedVolumeReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sharedlvm-operator")}).SetupWithManager(mgr); err != nil {
+	if err := (&controllers.SharedVolumeReconciler{Client: mgr.GetClient(), Recorder: rec, Heartbeats: hb}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	if err := (&controllers.VolumeAttachmentReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sharedlvm-operator")}).SetupWithManager(mgr); err != nil {
+	if err := (&controllers.VolumeAttachmentReconciler{Client: mgr.GetClient(), Recorder: rec, Heartbeats: hb}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -114,6 +130,13 @@ func NewOperator(ctx context.Context, cfg *rest.Config, o OperatorOptions) (mana
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return nil, err
 	}
-	metrics.CollectStateFrom(mgr.GetCache())
+	metrics.CollectStateFrom(mgr.GetCache(), hb)
 	return mgr, nil
+}
+
+func heartbeatNamespace(ns string) string {
+	if ns == "" {
+		return heartbeat.DefaultNamespace
+	}
+	return ns
 }

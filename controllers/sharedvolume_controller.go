@@ -27,12 +27,15 @@ import (
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/controllers/lockrule"
+	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
 )
 
 // SharedVolumeReconciler owns a SharedVolume's finalizer, phase and aggregated lock status.
 type SharedVolumeReconciler struct {
 	client.Client
 	Recorder recorder.EventRecorder
+	// Heartbeats are the agents' liveness, overlaid on the VolumeGroups' entries.
+	Heartbeats *heartbeat.Tracker
 }
 
 // +kubebuilder:rbac:groups=sharedlvm.io,resources=sharedvolumes,verbs=get;list;watch;update;patch
@@ -71,7 +74,7 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 	gen := vol.Generation
 
 	var vg v1.VolumeGroup
-	vgErr := r.Get(ctx, types.NamespacedName{Name: string(vol.Spec.VolumeGroup)}, &vg)
+	vgErr := getVG(ctx, r, r.Heartbeats, string(vol.Spec.VolumeGroup), &vg)
 	if vgErr != nil && !apierrors.IsNotFound(vgErr) {
 		return ctrl.Result{}, vgErr
 	}
@@ -92,7 +95,7 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 	case retiring:
 		// The volume lives in its new LV; the old one is wiped and removed by a node of its VG.
 		var old v1.VolumeGroup
-		if err := r.Get(ctx, types.NamespacedName{Name: st.RetiredLV.VolumeGroup}, &old); err != nil && !apierrors.IsNotFound(err) {
+		if err := getVG(ctx, r, r.Heartbeats, st.RetiredLV.VolumeGroup, &old); err != nil && !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, err
 		}
 		st.ExecutorNode = pickExecutor(&old, string(vol.UID), orig.Status.ExecutorNode, canWork)
@@ -109,7 +112,7 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 	case needMigrate:
 		// The copy runs on a node that has started the lockspaces of both VGs.
 		var from v1.VolumeGroup
-		if err := r.Get(ctx, types.NamespacedName{Name: st.VolumeGroup}, &from); err != nil && !apierrors.IsNotFound(err) {
+		if err := getVG(ctx, r, r.Heartbeats, st.VolumeGroup, &from); err != nil && !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, err
 		}
 		st.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, readyIn(&from, canWork))
@@ -254,7 +257,7 @@ func (r *SharedVolumeReconciler) copyExecutor(ctx context.Context, vol *v1.Share
 		return "", "VolumeGroupNotFound", fmt.Sprintf("VolumeGroup %q does not exist", vol.Spec.VolumeGroup), nil
 	}
 	var srcVG v1.VolumeGroup
-	if err := r.Get(ctx, types.NamespacedName{Name: src.Status.VolumeGroup}, &srcVG); err != nil && !apierrors.IsNotFound(err) {
+	if err := getVG(ctx, r, r.Heartbeats, src.Status.VolumeGroup, &srcVG); err != nil && !apierrors.IsNotFound(err) {
 		return "", "", "", err
 	}
 	srcAtts, err := attachmentsOf(ctx, r, src.Namespace, src.Name)
@@ -384,7 +387,7 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 		var vg v1.VolumeGroup
 		for _, name := range involvedVGs(vol) {
 			var g v1.VolumeGroup
-			if err := r.Get(ctx, types.NamespacedName{Name: name}, &g); err != nil {
+			if err := getVG(ctx, r, r.Heartbeats, name, &g); err != nil {
 				if apierrors.IsNotFound(err) {
 					continue // gone with its LVs: nothing to clean there
 				}
@@ -409,7 +412,7 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 		// (it records it only once complete): one pass of a node of the VG finds it by its
 		// owner tag and removes it before the object goes.
 		var vg v1.VolumeGroup
-		err := r.Get(ctx, types.NamespacedName{Name: string(vol.Spec.VolumeGroup)}, &vg)
+		err := getVG(ctx, r, r.Heartbeats, string(vol.Spec.VolumeGroup), &vg)
 		if err != nil && !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, err
 		}

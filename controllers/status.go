@@ -1,12 +1,18 @@
 package controllers
 
 import (
+	"context"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
 )
 
 // setCondition sets a condition and reports whether anything changed, so callers can skip
@@ -32,4 +38,15 @@ func quietConflicts(res ctrl.Result, err error) (ctrl.Result, error) {
 		return ctrl.Result{RequeueAfter: 50 * time.Millisecond}, nil
 	}
 	return res, err
+}
+
+// getVG reads a VolumeGroup from the cache with the agents' heartbeats overlaid on its
+// lockspace entries, so that Fresh and Ready judge liveness (an entry itself is rewritten
+// only when it changes). The copy is for reading: never write its entries back.
+func getVG(ctx context.Context, c client.Reader, hb *heartbeat.Tracker, name string, vg *v1.VolumeGroup) error {
+	if err := c.Get(ctx, types.NamespacedName{Name: name}, vg); err != nil {
+		return err
+	}
+	hb.Overlay(vg)
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -24,6 +25,7 @@ import (
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/controllers/lockrule"
+	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
 )
 
 // VolumeAttachmentReconciler decides, for every attachment, which lock its node should hold
@@ -33,6 +35,8 @@ import (
 type VolumeAttachmentReconciler struct {
 	client.Client
 	Recorder recorder.EventRecorder
+	// Heartbeats are the agents' liveness, overlaid on the VolumeGroups' entries.
+	Heartbeats *heartbeat.Tracker
 }
 
 // +kubebuilder:rbac:groups=sharedlvm.io,resources=volumeattachments,verbs=get;list;watch;update;patch
@@ -230,7 +234,7 @@ func (r *VolumeAttachmentReconciler) nodesNotReady(ctx context.Context, vol *v1.
 		vgName = string(vol.Spec.VolumeGroup)
 	}
 	var vg v1.VolumeGroup
-	if err := r.Get(ctx, types.NamespacedName{Name: vgName}, &vg); err != nil {
+	if err := getVG(ctx, r, r.Heartbeats, vgName, &vg); err != nil {
 		if apierrors.IsNotFound(err) {
 			err = nil
 		}
@@ -268,7 +272,7 @@ func (r *VolumeAttachmentReconciler) deadNodes(ctx context.Context, vol *v1.Shar
 		name = string(vol.Spec.VolumeGroup)
 	}
 	var vg v1.VolumeGroup
-	if err := r.Get(ctx, types.NamespacedName{Name: name}, &vg); err != nil {
+	if err := getVG(ctx, r, r.Heartbeats, name, &vg); err != nil {
 		if apierrors.IsNotFound(err) {
 			return map[string]bool{}, nil
 		}
@@ -388,6 +392,24 @@ func (r *VolumeAttachmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return reqs
 		}), builder.WithPredicates(restoreMarkersChanged())).
+		// A node's agent coming back (its heartbeat renewed after it expired) may unblock the
+		// attachments waiting for it.
+		Watches(&coordv1.Lease{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			r.Heartbeats.Observe(o)
+			l := o.(*coordv1.Lease)
+			if l.Spec.HolderIdentity == nil {
+				return nil
+			}
+			var atts v1.VolumeAttachmentList
+			if err := mgr.GetClient().List(ctx, &atts, client.MatchingFields{IndexAttachmentNode: *l.Spec.HolderIdentity}); err != nil {
+				return nil
+			}
+			reqs := make([]reconcile.Request, 0, len(atts.Items))
+			for _, a := range atts.Items {
+				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&a)})
+			}
+			return reqs
+		}), builder.WithPredicates(heartbeat.Revived())).
 		Named("volumeattachment").
 		Complete(r)
 }

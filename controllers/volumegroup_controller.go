@@ -7,8 +7,10 @@ import (
 	"strings"
 	"time"
 
+	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -19,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
 )
 
 // VolumeGroupReconciler aggregates the per-node lockspace entries the agents report into
@@ -26,6 +29,8 @@ import (
 type VolumeGroupReconciler struct {
 	client.Client
 	Recorder recorder.EventRecorder
+	// Heartbeats are the agents' liveness, overlaid on the entries.
+	Heartbeats *heartbeat.Tracker
 }
 
 // +kubebuilder:rbac:groups=sharedlvm.io,resources=volumegroups,verbs=get;list;watch;update;patch
@@ -46,7 +51,7 @@ func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request)
 	if err != nil {
 		setCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionReady, metav1.ConditionFalse, "InvalidNodeSelector",
 			fmt.Sprintf("spec.nodeSelector is invalid: %v", err))
-		return ctrl.Result{}, r.Status().Update(ctx, &vg)
+		return ctrl.Result{}, r.applyStatus(ctx, &vg)
 	}
 	orig := vg.DeepCopy()
 	st := &vg.Status
@@ -68,7 +73,15 @@ func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request)
 			kept = append(kept, n)
 		}
 	}
-	st.Nodes = kept
+	if len(kept) != len(st.Nodes) {
+		// Rare (a node was deleted), and the entries are the agents' fields: a merge patch
+		// of the list, refused if any agent wrote the object since it was read.
+		st.Nodes = kept
+		if err := r.Status().Patch(ctx, &vg, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+			return ctrl.Result{}, err
+		}
+		orig = vg.DeepCopy()
+	}
 
 	started := 0
 	var missing []string
@@ -126,6 +139,12 @@ func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request)
 	// first by name with a fresh report) runs vgcreate --shared on spec.pvs.
 	st.CreateNode = ""
 	if st.VGUUID == "" && len(conflicts) == 0 {
+		live := vg.DeepCopy() // the entries with the agents' heartbeats: who is alive now
+		r.Heartbeats.Overlay(live)
+		reported := map[string]v1.NodeLockspaceStatus{}
+		for _, n := range live.Status.Nodes {
+			reported[n.Node] = n
+		}
 		now := time.Now()
 		seen, fresh := false, []string{}
 		for _, name := range selected {
@@ -153,7 +172,38 @@ func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request)
 	if equalStatus(orig.Status, vg.Status) {
 		return ctrl.Result{}, nil
 	}
-	return ctrl.Result{}, r.Status().Patch(ctx, &vg, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+	return ctrl.Result{}, r.applyStatus(ctx, &vg)
+}
+
+// VGStatusFieldManager owns the VolumeGroup status fields the operator computes.
+const VGStatusFieldManager = "sharedlvm-operator"
+
+// applyStatus writes the operator's fields of a VG's status (observedGeneration, nodesReady,
+// createNode, conditions) with server-side apply. Every agent writes its own entry of the
+// same object every report cycle: an optimistic-lock patch from the cache would nearly
+// always conflict on a large cluster, while an apply of fields only the operator owns needs
+// no resourceVersion. A field left out (createNode once the VG exists) is removed.
+func (r *VolumeGroupReconciler) applyStatus(ctx context.Context, vg *v1.VolumeGroup) error {
+	st := &vg.Status
+	conds := make([]any, 0, len(st.Conditions))
+	for _, c := range st.Conditions {
+		conds = append(conds, map[string]any{
+			"type": c.Type, "status": string(c.Status), "reason": c.Reason, "message": c.Message,
+			"observedGeneration": c.ObservedGeneration, "lastTransitionTime": c.LastTransitionTime.UTC().Format(time.RFC3339),
+		})
+	}
+	status := map[string]any{"observedGeneration": st.ObservedGeneration, "conditions": conds}
+	if st.NodesReady != "" {
+		status["nodesReady"] = st.NodesReady
+	}
+	if st.CreateNode != "" {
+		status["createNode"] = st.CreateNode
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{"status": status}}
+	u.SetAPIVersion(v1.GroupVersion.String())
+	u.SetKind("VolumeGroup")
+	u.SetName(vg.Name)
+	return r.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(VGStatusFieldManager), client.ForceOwnership)
 }
 
 // selectedNodes lists the names of the nodes the VG's selector picks.
@@ -193,6 +243,19 @@ func (r *VolumeGroupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return reqs
 		}), builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		// An agent starting (or coming back) may be the node to create a VG.
+		Watches(&coordv1.Lease{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			r.Heartbeats.Observe(o)
+			var vgs v1.VolumeGroupList
+			if err := mgr.GetClient().List(ctx, &vgs); err != nil {
+				return nil
+			}
+			reqs := make([]reconcile.Request, 0, len(vgs.Items))
+			for _, vg := range vgs.Items {
+				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&vg)})
+			}
+			return reqs
+		}), builder.WithPredicates(heartbeat.Revived())).
 		Named("volumegroup").
 		Complete(r)
 }

@@ -14,6 +14,7 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
 )
 
 // Operation names used in the operation metrics' "operation" label.
@@ -54,11 +55,11 @@ func init() {
 }
 
 // CollectStateFrom makes the process's metrics endpoint report VG and lock state read from r
-// (the operator's informer cache).
-func CollectStateFrom(r client.Reader) {
+// (the operator's informer cache), with the agents' liveness from hb.
+func CollectStateFrom(r client.Reader, hb *heartbeat.Tracker) {
 	state.mu.Lock()
 	defer state.mu.Unlock()
-	state.reader = r
+	state.reader, state.heartbeats = r, hb
 }
 
 // ObserveOperation records one successful operation's duration.
@@ -82,8 +83,9 @@ var (
 
 // StateCollector reports VG capacity and lock state from a (cached) reader at scrape time.
 type StateCollector struct {
-	mu     sync.Mutex
-	reader client.Reader
+	mu         sync.Mutex
+	reader     client.Reader
+	heartbeats *heartbeat.Tracker
 }
 
 // Describe implements prometheus.Collector.
@@ -96,7 +98,7 @@ func (s *StateCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (s *StateCollector) Collect(ch chan<- prometheus.Metric) {
 	s.mu.Lock()
-	r := s.reader
+	r, hb := s.reader, s.heartbeats
 	s.mu.Unlock()
 	if r == nil {
 		return // not the operator
@@ -107,6 +109,7 @@ func (s *StateCollector) Collect(ch chan<- prometheus.Metric) {
 	if err := r.List(ctx, &vgs); err == nil {
 		now := time.Now()
 		for _, g := range vgs.Items {
+			hb.Overlay(&g)
 			labels := []string{g.Name, string(g.Spec.VGName)}
 			if g.Status.Size != nil {
 				ch <- prometheus.MustNewConstMetric(vgSize, prometheus.GaugeValue, float64(g.Status.Size.Value()), labels...)

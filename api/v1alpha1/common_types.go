@@ -58,7 +58,13 @@ func (n *NodeLockspaceStatus) StaleAfter() time.Duration {
 	if n.ReportIntervalSeconds <= 0 {
 		return ReportStaleAfter
 	}
-	return max(3*time.Duration(n.ReportIntervalSeconds)*time.Second, 10*time.Second)
+	return StaleAfterInterval(time.Duration(n.ReportIntervalSeconds) * time.Second)
+}
+
+// StaleAfterInterval is how long a report (or an agent heartbeat) made every interval
+// stays fresh: three intervals, at least 10 s.
+func StaleAfterInterval(interval time.Duration) time.Duration {
+	return max(3*interval, 10*time.Second)
 }
 
 // Fresh reports whether a node's entry was reported recently enough to act on.

@@ -71,7 +71,8 @@ type VolumeAttachmentStatus struct {
 	// the volume's status, so that the node's agent needs nothing but its attachments.
 	// +optional
 	LV *LVRef `json:"lv,omitempty"`
-	// appliedLock is the lock mode the node's agent read back from sanlock.
+	// appliedLock is the lock mode the node holds: the mode lvmlockd granted the node's
+	// agent, checked against `sanlock client status` right after and on every resync.
 	// +optional
 	AppliedLock LockMode `json:"appliedLock,omitempty"`
 	// devicePath is the path to open on the node once attached, /dev/<vg>/<lv>.

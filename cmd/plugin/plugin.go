@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
 )
 
 // Usage is the plugin's help text.
@@ -292,8 +293,15 @@ func VGs(ctx context.Context, c client.Reader, name string) ([]VGRow, error) {
 		}
 		items = list.Items
 	}
+	// Liveness is the agents' heartbeat Leases (an entry is rewritten only when it changes);
+	// without the right to read them, the entries' own times are shown.
+	hb, err := heartbeat.List(ctx, c, heartbeat.DefaultNamespace)
+	if err != nil {
+		hb = nil
+	}
 	rows := make([]VGRow, 0, len(items))
 	for _, g := range items {
+		hb.Overlay(&g)
 		r := VGRow{Name: g.Name, VGName: string(g.Spec.VGName), UUID: g.Status.VGUUID, LVs: g.Status.LVCount, NodesReady: g.Status.NodesReady}
 		if g.Status.Size != nil {
 			r.Size = g.Status.Size.String()

@@ -17,6 +17,7 @@ import (
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -30,6 +31,7 @@ import (
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/cmd"
+	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
 	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
 )
 
@@ -271,6 +273,21 @@ func TestInstallIntoAPIServer(t *testing.T) {
 		t.Errorf("agent of node-1 writing a volume assigned to node-2: %v", err)
 	}
 	must(t, record(as("node-2")))
+
+	// Heartbeat Leases: its own only.
+	beat := func(c client.Client, name, holder string) error {
+		now := metav1.NewMicroTime(time.Now())
+		l := &coordv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: heartbeat.DefaultNamespace, Name: name},
+			Spec: coordv1.LeaseSpec{HolderIdentity: &holder, RenewTime: &now}}
+		return c.Create(ctx, l)
+	}
+	must(t, beat(agent1, heartbeat.LeaseName("node-1"), "node-1"))
+	if err := beat(agent1, heartbeat.LeaseName("node-2"), "node-2"); !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "its own heartbeat") {
+		t.Errorf("agent of node-1 writing node-2's heartbeat: %v", err)
+	}
+	if err := beat(agent1, "kube-scheduler", "node-1"); !apierrors.IsForbidden(err) {
+		t.Errorf("agent of node-1 writing another Lease: %v", err)
+	}
 
 	// RBAC: the agent cannot create or delete anything of the API.
 	if err := agent1.Delete(ctx, &v1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: "att-node-1"}}); !apierrors.IsForbidden(err) {
