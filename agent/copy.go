@@ -89,7 +89,7 @@ func (r *VolumeAgent) ensureLV(ctx context.Context, vol *v1.SharedVolume, vgName
 	if err != nil && lvm.KindOf(err) != lvm.KindAlreadyExists {
 		return nil, false, err
 	}
-	rep, rerr := r.Node.LVM.Report(ctx, vgName)
+	rep, rerr := r.Node.LVM.ReportAfter(ctx, vgName, time.Now())
 	if rerr != nil {
 		return nil, false, rerr
 	}

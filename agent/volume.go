@@ -15,6 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
@@ -132,7 +133,7 @@ func (r *VolumeAgent) create(ctx context.Context, vol *v1.SharedVolume) (ctrl.Re
 	r.recordLV(vol, vg.Name, vgName, lv)
 	setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionProvisioned, true, "Created",
 		fmt.Sprintf("LV %s/%s exists (UUID %s)", vgName, lv.Name, lv.UUID))
-	log.FromContext(ctx).Info("volume provisioned", "lv", vgName+"/"+lv.Name, "uuid", lv.UUID)
+	log.FromContext(ctx).Info("volume provisioned", "lv", vgName+"/"+lv.Name, "uuid", lv.UUID, "seconds", time.Since(t0).Seconds())
 	return ctrl.Result{}, r.patch(ctx, vol, orig)
 }
 
@@ -406,6 +407,10 @@ func (r *VolumeAgent) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.SharedVolume{}, builder.WithPredicates(mine)).
+		// Several volumes at once: a wipe or a copy takes minutes and must not hold up the
+		// node's other volumes. Metadata changes stay serialized per VG in the LVM client,
+		// and one volume's work per LV lock.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Named("agent-volume").
 		Complete(r)
 }

@@ -100,9 +100,15 @@ func NewOperator(ctx context.Context, cfg *rest.Config, o OperatorOptions) (mana
 		// within a manager, which is what the metric labels need.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		// Of the Leases, only the agents' heartbeats (leader election has its own client).
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&coordv1.Lease{}: heartbeat.CacheOptions(heartbeatNamespace(o.HeartbeatNamespace)),
-		}},
+		Cache: cache.Options{
+			ByObject: map[client.Object]cache.ByObject{
+				&coordv1.Lease{}: heartbeat.CacheOptions(heartbeatNamespace(o.HeartbeatNamespace)),
+			},
+			// The cache holds every volume and attachment of the cloud; their managedFields
+			// (several field managers each) are a good part of each object and never read
+			// here (updates without them keep the server's).
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)

@@ -77,7 +77,7 @@ var (
 	vgFree = prometheus.NewDesc("sharedlvm_volumegroup_free_bytes", "Free space of a shared VG.", []string{"volumegroup", "vg"}, nil)
 	vgLVs  = prometheus.NewDesc("sharedlvm_volumegroup_lvs", "LVs in a shared VG.", []string{"volumegroup", "vg"}, nil)
 	vgUp   = prometheus.NewDesc("sharedlvm_volumegroup_lockspaces_started", "Nodes that have started the VG's sanlock lockspace and report freshly.", []string{"volumegroup", "vg"}, nil)
-	locks  = prometheus.NewDesc("sharedlvm_locks_held", "Sanlock leases on LVs held by a node, by mode, as read back from sanlock by the node's agent.", []string{"node", "mode"}, nil)
+	locks  = prometheus.NewDesc("sharedlvm_locks_held", "Sanlock leases on LVs held by a node, by mode, as its agent reports them (granted by lvmlockd, checked against sanlock).", []string{"node", "mode"}, nil)
 	phases = prometheus.NewDesc("sharedlvm_volumes", "SharedVolumes by phase.", []string{"phase"}, nil)
 )
 
