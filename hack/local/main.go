@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	"github.com/sharedlvm/sharedlvm-operator/cmd"
 	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
 	"github.com/sharedlvm/sharedlvm-operator/test/fakelvm"
@@ -89,33 +90,20 @@ func run(nodes int, samples bool, exitAfter time.Duration) error {
 	if err != nil {
 		return err
 	}
-	op, err := cmd.NewOperator(ctx, env.Config, cmd.OperatorOptions{MetricsAddr: "127.0.0.1:18080", ProbeAddr: "127.0.0.1:18081"})
-	if err != nil {
-		return err
-	}
 	errs := make(chan error, nodes+1)
-	go func() { errs <- op.Start(ctx) }()
 
 	// The storage: an in-memory model of one shared VG on a SAN LUN with lvmlockd + sanlock
 	// on every node (test/fakelvm), so the embedded default needs no disks, no root and
 	// touches nothing on this machine. The storage tier runs the same code on real VMs.
 	storage := fakelvm.New()
 	storage.CreateVG("cinder-ssd", map[string]int64{"/dev/disk/by-id/wwn-0x600a098038303053453f463045727041": 100 << 30})
-	for i := 0; i < nodes; i++ {
-		name := fmt.Sprintf("compute-%d", i)
-		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"sharedlvm.io/san-ssd": "true"}}}
-		if err := c.Create(ctx, node); err != nil {
-			return err
-		}
-		// Each node's agent is the real agent; its commands go to the model's host i+1.
-		ag, err := cmd.NewAgent(ctx, env.Config, cmd.AgentOptions{
-			NodeName: name, MetricsAddr: "0", ProbeAddr: "0",
-			Executor: storage.Host(i + 1), ReportInterval: 5 * time.Second,
-		})
-		if err != nil {
-			return err
-		}
-		go func() { errs <- ag.Start(ctx) }()
+	// Each node's agent is the real agent; its commands go to the model's host i+1.
+	hosts := make([]executor.Executor, nodes)
+	for i := range hosts {
+		hosts[i] = storage.Host(i + 1)
+	}
+	if _, err := startControlPlane(ctx, c, env, hosts, map[string]string{"sharedlvm.io/san-ssd": "true"}, errs); err != nil {
+		return err
 	}
 	if samples {
 		if err := applySamples(ctx, c); err != nil {
@@ -209,4 +197,29 @@ func applySamples(ctx context.Context, c client.Client) error {
 		fh.Close()
 	}
 	return nil
+}
+
+// startControlPlane starts the operator and, for each host, a Node named compute-<i> with
+// labels and that node's real agent over the host's executor; their exits go to errs. It
+// returns the node names.
+func startControlPlane(ctx context.Context, c client.Client, env *envtestutil.Env, hosts []executor.Executor, labels map[string]string, errs chan<- error) ([]string, error) {
+	op, err := cmd.NewOperator(ctx, env.Config, cmd.OperatorOptions{MetricsAddr: "127.0.0.1:18080", ProbeAddr: "127.0.0.1:18081"})
+	if err != nil {
+		return nil, err
+	}
+	go func() { errs <- op.Start(ctx) }()
+	names := make([]string, 0, len(hosts))
+	for i, h := range hosts {
+		name := fmt.Sprintf("compute-%d", i)
+		names = append(names, name)
+		if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}); err != nil {
+			return nil, err
+		}
+		ag, err := cmd.NewAgent(ctx, env.Config, cmd.AgentOptions{NodeName: name, MetricsAddr: "0", ProbeAddr: "0", Executor: h, ReportInterval: 5 * time.Second})
+		if err != nil {
+			return nil, err
+		}
+		go func() { errs <- ag.Start(ctx) }()
+	}
+	return names, nil
 }

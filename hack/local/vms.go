@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/cmd"
 	"github.com/sharedlvm/sharedlvm-operator/cmd/plugin"
@@ -57,24 +58,14 @@ func runVMs(nodes int, exitAfter time.Duration) error {
 	if err != nil {
 		return err
 	}
-	op, err := cmd.NewOperator(ctx, env.Config, cmd.OperatorOptions{MetricsAddr: "127.0.0.1:18080", ProbeAddr: "127.0.0.1:18081"})
+	errs := make(chan error, nodes+1)
+	hosts := make([]executor.Executor, 0, len(bed.Hosts))
+	for _, h := range bed.Hosts {
+		hosts = append(hosts, h)
+	}
+	names, err := startControlPlane(ctx, c, env, hosts, map[string]string{"sharedlvm.io/san": "lun0"}, errs)
 	if err != nil {
 		return err
-	}
-	errs := make(chan error, nodes+1)
-	go func() { errs <- op.Start(ctx) }()
-	names := make([]string, 0, nodes)
-	for i, h := range bed.Hosts {
-		name := fmt.Sprintf("compute-%d", i)
-		names = append(names, name)
-		if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"sharedlvm.io/san": "lun0"}}}); err != nil {
-			return err
-		}
-		ag, err := cmd.NewAgent(ctx, env.Config, cmd.AgentOptions{NodeName: name, MetricsAddr: "0", ProbeAddr: "0", Executor: h, ReportInterval: 5 * time.Second})
-		if err != nil {
-			return err
-		}
-		go func() { errs <- ag.Start(ctx) }()
 	}
 	kubeconfig, err := publishKubeconfig(env)
 	if err != nil {

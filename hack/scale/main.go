@@ -193,6 +193,18 @@ type tracker struct {
 	reached map[string]time.Time
 }
 
+// markDeleted returns a delete handler that marks prefix+name of the deleted object.
+func (t *tracker) markDeleted(prefix string) func(any) {
+	return func(o any) {
+		if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+			o = d.Obj
+		}
+		if obj, ok := o.(client.Object); ok {
+			t.mark(prefix + obj.GetName())
+		}
+	}
+}
+
 func (t *tracker) mark(key string) {
 	t.mu.Lock()
 	if _, ok := t.reached[key]; !ok {
@@ -232,14 +244,7 @@ func newTracker(ctx context.Context, env *envtestutil.Env) (*tracker, error) {
 	}
 	_, _ = svInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc: onVol, UpdateFunc: func(_, o any) { onVol(o) },
-		DeleteFunc: func(o any) {
-			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
-				o = d.Obj
-			}
-			if v, ok := o.(*v1.SharedVolume); ok {
-				t.mark("deleted/" + v.Name)
-			}
-		},
+		DeleteFunc: t.markDeleted("deleted/"),
 	})
 	vaInf, err := ca.GetInformer(ctx, &v1.VolumeAttachment{})
 	if err != nil {
@@ -253,14 +258,7 @@ func newTracker(ctx context.Context, env *envtestutil.Env) (*tracker, error) {
 	}
 	_, _ = vaInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc: onAtt, UpdateFunc: func(_, o any) { onAtt(o) },
-		DeleteFunc: func(o any) {
-			if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
-				o = d.Obj
-			}
-			if a, ok := o.(*v1.VolumeAttachment); ok {
-				t.mark("gone/" + a.Name)
-			}
-		},
+		DeleteFunc: t.markDeleted("gone/"),
 	})
 	go func() { _ = ca.Start(ctx) }()
 	if !ca.WaitForCacheSync(ctx) {
