@@ -408,9 +408,10 @@ func (r *VolumeAgent) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.SharedVolume{}, builder.WithPredicates(mine)).
 		// Several volumes at once: a wipe or a copy takes minutes and must not hold up the
-		// node's other volumes. Metadata changes stay serialized per VG in the LVM client,
-		// and one volume's work per LV lock.
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		// node's other volumes, and creates finishing together share one report (8 creates
+		// per report in a burst). Metadata changes stay serialized per VG in the LVM
+		// client, and one volume's work per LV lock.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
 		Named("agent-volume").
 		Complete(r)
 }

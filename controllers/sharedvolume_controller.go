@@ -453,15 +453,7 @@ func (r *SharedVolumeReconciler) patchStatus(ctx context.Context, vol, orig *v1.
 
 // volumesOfVG maps a VolumeGroup to the volumes placed in it.
 func (r *SharedVolumeReconciler) volumesOfVG(ctx context.Context, o client.Object) []reconcile.Request {
-	var vols v1.SharedVolumeList
-	if err := r.List(ctx, &vols, client.MatchingFields{IndexVolumeGroup: o.GetName()}); err != nil {
-		return nil
-	}
-	reqs := make([]reconcile.Request, 0, len(vols.Items))
-	for _, v := range vols.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&v)})
-	}
-	return reqs
+	return requestsFor(ctx, r, &v1.SharedVolumeList{}, client.MatchingFields{IndexVolumeGroup: o.GetName()})
 }
 
 // copyRelatives maps a volume to the volumes copied from it and to the one it is copied from.

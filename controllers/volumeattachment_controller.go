@@ -189,11 +189,17 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 	if notReady[string(att.Spec.Node)] != "" {
 		res.RequeueAfter = 30 * time.Second // reports going stale produce no event
 	}
-	if cond := meta.FindStatusCondition(st.Conditions, v1.ConditionReady); cond != nil &&
-		(cond.Reason == "WaitingForDeadHost" || cond.Reason == "WaitingForOtherNodes") {
-		// A holder's report going stale, or sanlock declaring it dead, may come without an
-		// event this controller watches: look again soon.
-		res.RequeueAfter = 5 * time.Second
+	if cond := meta.FindStatusCondition(st.Conditions, v1.ConditionReady); cond != nil {
+		switch cond.Reason {
+		case "WaitingForDeadHost", "WaitingForOtherNodes":
+			// A holder's report going stale, or sanlock declaring it dead, may come without
+			// an event this controller watches: look again soon.
+			res.RequeueAfter = 5 * time.Second
+		case "WaitingForAgent":
+			// The node's agent may have died after the lock was planned: its heartbeat
+			// expiring produces no event, and the condition should then say so.
+			res.RequeueAfter = 30 * time.Second
+		}
 	}
 	if equalStatus(orig.Status, att.Status) {
 		return res, nil
@@ -370,27 +376,11 @@ func (r *VolumeAttachmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		})).
 		// A node starting (or losing) a lockspace changes which attachments can be planned.
 		Watches(&v1.VolumeGroup{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
-			var atts v1.VolumeAttachmentList
-			if err := mgr.GetClient().List(ctx, &atts); err != nil {
-				return nil
-			}
-			reqs := make([]reconcile.Request, 0, len(atts.Items))
-			for _, a := range atts.Items {
-				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&a)})
-			}
-			return reqs
+			return requestsFor(ctx, mgr.GetClient(), &v1.VolumeAttachmentList{})
 		}), builder.WithPredicates(readyNodesChanged())).
 		// A node finishing (or starting) its boot restore changes what may be planned there.
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-			var atts v1.VolumeAttachmentList
-			if err := mgr.GetClient().List(ctx, &atts, client.MatchingFields{IndexAttachmentNode: o.GetName()}); err != nil {
-				return nil
-			}
-			reqs := make([]reconcile.Request, 0, len(atts.Items))
-			for _, a := range atts.Items {
-				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&a)})
-			}
-			return reqs
+			return requestsFor(ctx, mgr.GetClient(), &v1.VolumeAttachmentList{}, client.MatchingFields{IndexAttachmentNode: o.GetName()})
 		}), builder.WithPredicates(restoreMarkersChanged())).
 		// A node's agent coming back (its heartbeat renewed after it expired) may unblock the
 		// attachments waiting for it.
@@ -400,15 +390,7 @@ func (r *VolumeAttachmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			if l.Spec.HolderIdentity == nil {
 				return nil
 			}
-			var atts v1.VolumeAttachmentList
-			if err := mgr.GetClient().List(ctx, &atts, client.MatchingFields{IndexAttachmentNode: *l.Spec.HolderIdentity}); err != nil {
-				return nil
-			}
-			reqs := make([]reconcile.Request, 0, len(atts.Items))
-			for _, a := range atts.Items {
-				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&a)})
-			}
-			return reqs
+			return requestsFor(ctx, mgr.GetClient(), &v1.VolumeAttachmentList{}, client.MatchingFields{IndexAttachmentNode: *l.Spec.HolderIdentity})
 		}), builder.WithPredicates(heartbeat.Revived())).
 		Named("volumeattachment").
 		Complete(r)

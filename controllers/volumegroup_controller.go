@@ -233,28 +233,12 @@ func (r *VolumeGroupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.VolumeGroup{}).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
-			var vgs v1.VolumeGroupList
-			if err := mgr.GetClient().List(ctx, &vgs); err != nil {
-				return nil
-			}
-			reqs := make([]reconcile.Request, 0, len(vgs.Items))
-			for _, vg := range vgs.Items {
-				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&vg)})
-			}
-			return reqs
+			return requestsFor(ctx, mgr.GetClient(), &v1.VolumeGroupList{})
 		}), builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		// An agent starting (or coming back) may be the node to create a VG.
 		Watches(&coordv1.Lease{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			r.Heartbeats.Observe(o)
-			var vgs v1.VolumeGroupList
-			if err := mgr.GetClient().List(ctx, &vgs); err != nil {
-				return nil
-			}
-			reqs := make([]reconcile.Request, 0, len(vgs.Items))
-			for _, vg := range vgs.Items {
-				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&vg)})
-			}
-			return reqs
+			return requestsFor(ctx, mgr.GetClient(), &v1.VolumeGroupList{})
 		}), builder.WithPredicates(heartbeat.Revived())).
 		Named("volumegroup").
 		Complete(r)

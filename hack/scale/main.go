@@ -17,12 +17,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -80,7 +82,9 @@ type cycleResult struct {
 }
 
 func run() error {
-	ctx, cancel := context.WithCancel(context.Background())
+	// Ctrl-C or a kill ends the run through the deferred clean-up, so that the envtest
+	// apiserver and etcd and the operator process are not left behind.
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	var counts []int
 	for _, f := range strings.Split(*volumeCounts, ",") {

@@ -34,6 +34,31 @@ func report(results []cycleResult, idleCalls float64) error {
 	for _, r := range results {
 		fmt.Fprintf(&b, "| %d | %.0f MiB | %.1f s | %.1f (with %d attached per node) |\n", r.n, float64(r.maxRSS)/(1<<20), r.cpuSeconds, r.callsPerCycle, r.n / *nodes)
 	}
+	if len(results) > 1 {
+		// How each per-operation cost grows from the first volume count to the last: linear
+		// scaling means wall time grows with the count and the per-operation costs stay.
+		first, last := results[0], results[len(results)-1]
+		k := float64(last.n) / float64(first.n)
+		fmt.Fprintf(&b, "\nGrowth from %d to %d volumes (×%.0f): linear means wall ×%.0f and the per-operation columns ×1.\n\n", first.n, last.n, k, k)
+		b.WriteString("| phase | wall | p50 to applied | API requests/op | operator CPU/op |\n|---|---|---|---|---|\n")
+		for i, p := range last.phases {
+			if i >= len(first.phases) {
+				break
+			}
+			q := first.phases[i]
+			ratio := func(a, b float64) string {
+				if b == 0 {
+					return "–"
+				}
+				return fmt.Sprintf("×%.2f", a/b)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", p.name,
+				ratio(p.wall.Seconds(), q.wall.Seconds()), ratio(ms(p.p50), ms(q.p50)), ratio(p.apiPerOp, q.apiPerOp),
+				ratio(p.operatorCPUs/float64(p.n), q.operatorCPUs/float64(q.n)))
+		}
+		fmt.Fprintf(&b, "\nOperator max RSS ×%.2f; LVM/sanlock calls per agent per cycle %.1f → %.1f.\n",
+			float64(last.maxRSS)/float64(max(first.maxRSS, 1)), first.callsPerCycle, last.callsPerCycle)
+	}
 	fmt.Print("\n" + b.String())
 	if err := os.MkdirAll(*outDir, 0o755); err != nil {
 		return err

@@ -27,13 +27,19 @@ const extent = 4 << 20
 
 // Cluster is the shared storage and the lock managers of every host.
 type Cluster struct {
-	mu    sync.Mutex
+	// mu guards the model; commands that only read it (reports, sanlock status) share it,
+	// as each real host runs its own report concurrently: a global lock would serialize
+	// 100 simulated hosts' O(LVs) reports and make the scale harness measure the model.
+	mu sync.RWMutex
+	// logMu guards the command logs (written by every command, readers included).
+	logMu sync.Mutex
 	vgs   map[string]*vg
 	hosts map[int]*hostState
 	seq   int
 	// Latency, if set, is added to every command (to model the real tools' cost).
 	Latency time.Duration
 	// Fail, if set, is consulted before each command; a non-nil result is returned as-is.
+	// Set it with SetHooks once agents run.
 	Fail func(host int, argv []string) *executor.Result
 	// After, if set, is called (without the model's lock) after each command completed.
 	After func(host int, argv []string, res executor.Result)
@@ -41,6 +47,14 @@ type Cluster struct {
 	log []Call
 	// RemovedDirty lists LVs removed while still holding data (not wiped).
 	RemovedDirty []string
+}
+
+// SetHooks sets Fail and After (nil clears them) while no command runs: tests change them
+// while agents are running commands.
+func (c *Cluster) SetHooks(fail func(host int, argv []string) *executor.Result, after func(host int, argv []string, res executor.Result)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.Fail, c.After = fail, after
 }
 
 // Call is one command in the cluster-wide order in which they ran.
@@ -52,8 +66,8 @@ type Call struct {
 
 // Log returns every command any host ran, in order.
 func (c *Cluster) Log() []Call {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.logMu.Lock()
+	defer c.logMu.Unlock()
 	return append([]Call(nil), c.log...)
 }
 
@@ -118,16 +132,22 @@ func (h *Host) ID() int { return h.id }
 
 // Calls returns every argv this host ran, in order.
 func (h *Host) Calls() [][]string {
-	h.c.mu.Lock()
-	defer h.c.mu.Unlock()
-	return append([][]string(nil), h.c.hosts[h.id].calls...)
+	h.c.mu.RLock()
+	hs := h.c.hosts[h.id]
+	h.c.mu.RUnlock()
+	h.c.logMu.Lock()
+	defer h.c.logMu.Unlock()
+	return append([][]string(nil), hs.calls...)
 }
 
 // ResetCalls forgets the recorded calls.
 func (h *Host) ResetCalls() {
-	h.c.mu.Lock()
-	defer h.c.mu.Unlock()
-	h.c.hosts[h.id].calls = nil
+	h.c.mu.RLock()
+	hs := h.c.hosts[h.id]
+	h.c.mu.RUnlock()
+	h.c.logMu.Lock()
+	defer h.c.logMu.Unlock()
+	hs.calls = nil
 }
 
 // CreateVG sets up a shared VG with the given PVs (sizes in bytes), as an admin would.
@@ -274,12 +294,15 @@ func fail(code int, stderr string) executor.Result {
 // Run implements executor.Executor.
 func (h *Host) Run(ctx context.Context, argv []string) (executor.Result, error) {
 	res, err := h.run(ctx, argv)
+	h.c.mu.RLock()
+	after := h.c.After
+	h.c.mu.RUnlock()
 	if err == nil {
-		h.c.mu.Lock()
+		h.c.logMu.Lock()
 		h.c.log = append(h.c.log, Call{Host: h.id, Argv: append([]string(nil), argv...), Exit: res.ExitCode})
-		h.c.mu.Unlock()
-		if h.c.After != nil {
-			h.c.After(h.id, argv, res)
+		h.c.logMu.Unlock()
+		if after != nil {
+			after(h.id, argv, res)
 		}
 	}
 	return res, err
@@ -297,10 +320,17 @@ func (h *Host) run(ctx context.Context, argv []string) (executor.Result, error) 
 			return executor.Result{}, ctx.Err()
 		}
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	if readOnly(argv) {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+	} else {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+	}
 	hs := c.hosts[h.id]
+	c.logMu.Lock()
 	hs.calls = append(hs.calls, append([]string(nil), argv...))
+	c.logMu.Unlock()
 	if !hs.up {
 		return executor.Result{}, fmt.Errorf("host %d is down", h.id)
 	}
@@ -351,6 +381,19 @@ func (h *Host) run(ctx context.Context, argv []string) (executor.Result, error) 
 		return c.dd(h.id, argv), nil
 	}
 	return fail(127, fmt.Sprintf("fakelvm: command not modelled: %v", argv)), nil
+}
+
+// readOnly: the commands that only read the model.
+func readOnly(argv []string) bool {
+	switch {
+	case len(argv) >= 2 && argv[0] == "lvm" && argv[1] == "fullreport":
+		return true
+	case len(argv) >= 3 && argv[0] == "sanlock" && argv[1] == "client" && (argv[2] == "status" || argv[2] == "gets"):
+		return true
+	case len(argv) >= 1 && (argv[0] == "lvmlockctl" || argv[0] == "lvmconfig" || argv[0] == "cat"):
+		return true
+	}
+	return false
 }
 
 func (c *Cluster) lookup(path string) (*vg, *lv, executor.Result, bool) {
@@ -816,7 +859,7 @@ func (c *Cluster) sanlock(host int, argv []string) executor.Result {
 			}
 		}
 		for _, name := range c.sortedVGs() {
-			for _, l := range c.sortedLVs(c.vgs[name]) {
+			for _, l := range c.vgs[name].lvs { // resource order means nothing to sanlock's readers
 				switch l.holders[host] {
 				case "ex":
 					fmt.Fprintf(&b, "r lvm_%s:%s:/dev/mapper/%s-lvmlock:%d:%d p 100\n", name, l.uuid, name, l.lease, l.version)

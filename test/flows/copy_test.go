@@ -157,13 +157,13 @@ var _ = Describe("clones and snapshots (spec.source)", func() {
 		src := volume("origin-c", "8Mi")
 		Expect(k8s.Create(ctx, src)).To(Succeed())
 		available(src)
-		storage.Fail = func(host int, argv []string) *executor.Result {
+		storage.SetHooks(func(host int, argv []string) *executor.Result {
 			if argv[0] == "dd" && slices.Contains(argv, "of=/dev/"+vgName+"/cut-c") {
 				return &executor.Result{ExitCode: 1, Stderr: []byte("dd: error writing '/dev/vg1/cut-c': Input/output error\n")}
 			}
 			return nil
-		}
-		defer func() { storage.Fail = nil }()
+		}, nil)
+		defer storage.SetHooks(nil, nil)
 		c := clone("cut-c", "8Mi", "origin-c")
 		Expect(k8s.Create(ctx, c)).To(Succeed())
 		Eventually(func() bool { _, ok := lvIn(vgName, "cut-c"); return ok }).Should(BeTrue(), "the LV exists before the copy fails")
@@ -188,7 +188,7 @@ var _ = Describe("migration between VolumeGroups (spec.volumeGroup)", Ordered, f
 		})).To(Succeed())
 		Eventually(func() string { return get(&v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: vg2}}).Status.NodesReady }).Should(Equal("2/2"))
 	})
-	AfterEach(func() { storage.Fail, storage.After = nil, nil })
+	AfterEach(func() { storage.SetHooks(nil, nil) })
 
 	It("waits for a detach, then copies, switches, and wipes and removes the old LV", func() {
 		vol := volume("mig", "8Mi")
@@ -265,19 +265,19 @@ var _ = Describe("migration between VolumeGroups (spec.volumeGroup)", Ordered, f
 				}
 			}
 			if strings.HasPrefix(point, "after") {
-				storage.After = func(host int, argv []string, res executor.Result) {
+				storage.SetHooks(nil, func(host int, argv []string, res executor.Result) {
 					if argv[0] == "lvchange" && argv[1] == "--addtag" && argv[2] == v1.TagCopied && strings.HasSuffix(argv[3], "/"+name) {
 						kill(host)
 					}
-				}
+				})
 			} else {
-				storage.Fail = func(host int, argv []string) *executor.Result {
+				storage.SetHooks(func(host int, argv []string) *executor.Result {
 					if argv[0] == "lvremove" && argv[len(argv)-1] == vgName+"/"+name {
 						kill(host)
 						return &executor.Result{ExitCode: 137, Stderr: []byte("killed")}
 					}
 					return nil
-				}
+				}, nil)
 			}
 			update(vol, func(v *v1.SharedVolume) { v.Spec.VolumeGroup = vg2 })
 			Eventually(func() string { mu.Lock(); defer mu.Unlock(); return victim }).ShouldNot(BeEmpty())
@@ -285,7 +285,7 @@ var _ = Describe("migration between VolumeGroups (spec.volumeGroup)", Ordered, f
 			v := victim
 			mu.Unlock()
 			waitStopped(v)
-			storage.Fail, storage.After = nil, nil
+			storage.SetHooks(nil, nil)
 			var id int
 			fmt.Sscanf(v, "node-%d", &id)
 			startAgent(v, storage.Host(id))

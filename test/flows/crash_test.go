@@ -46,7 +46,7 @@ var _ = Describe("crash safety of create and attach", Ordered, func() {
 	}
 
 	AfterEach(func() {
-		storage.Fail, storage.After = nil, nil
+		storage.SetHooks(nil, nil)
 	})
 
 	for i, p := range points {
@@ -73,14 +73,14 @@ var _ = Describe("crash safety of create and attach", Ordered, func() {
 				return true
 			}
 			if p.after {
-				storage.After = func(host int, argv []string, _ executor.Result) { hit(host, argv) }
+				storage.SetHooks(nil, func(host int, argv []string, _ executor.Result) { hit(host, argv) })
 			} else {
-				storage.Fail = func(host int, argv []string) *executor.Result {
+				storage.SetHooks(func(host int, argv []string) *executor.Result {
 					if hit(host, argv) {
 						return &executor.Result{ExitCode: 137, Stderr: []byte("killed")}
 					}
 					return nil
-				}
+				}, nil)
 			}
 			vol := volume(name, "4Mi")
 			Expect(k8s.Create(ctx, vol)).To(Succeed())
@@ -92,7 +92,7 @@ var _ = Describe("crash safety of create and attach", Ordered, func() {
 			v := victim
 			mu.Unlock()
 			waitStopped(v)
-			storage.Fail, storage.After = nil, nil
+			storage.SetHooks(nil, nil)
 			time.Sleep(200 * time.Millisecond) // the world moves on while it is down
 			if v == "operator" {
 				startOperator()

@@ -66,7 +66,7 @@ var _ = Describe("Prometheus metrics", func() {
 		Expect(k8s.Delete(ctx, att)).To(Succeed())
 		Eventually(func() bool { return gone(att) }).Should(BeTrue())
 		var refused sync.Once
-		storage.Fail = func(host int, argv []string) *executor.Result {
+		storage.SetHooks(func(host int, argv []string) *executor.Result {
 			var r *executor.Result
 			if host == 2 && argv[0] == "lvchange" && argv[1] == "-aey" && argv[2] == vgName+"/metered" {
 				refused.Do(func() {
@@ -74,8 +74,8 @@ var _ = Describe("Prometheus metrics", func() {
 				})
 			}
 			return r
-		}
-		defer func() { storage.Fail = nil }()
+		}, nil)
+		defer storage.SetHooks(nil, nil)
 		att2 := attachment("metered-node-2", "metered", "node-2", v1.PurposeInstance)
 		Expect(k8s.Create(ctx, att2)).To(Succeed())
 		attached(att2, v1.LockExclusive) // the retry after the refusal succeeds
