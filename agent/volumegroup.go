@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"sort"
 	"time"
 
@@ -149,7 +148,11 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		msgs = append(msgs, "LVM report failed: "+repErr.Error())
 	}
 
-	conflict := r.hostIDConflict(&vg, entry.HostID)
+	// Other nodes' liveness, for the host_id check and the reporter choice: the entries
+	// with the heartbeats overlaid (a copy; vg itself is compared with this node's entry).
+	live := vg.DeepCopy()
+	r.Heartbeats.Overlay(live)
+	conflict := conflictingNode(live, r.Node.Name, entry.HostID, r.now())
 	switch {
 	case conflict != "":
 		msg := fmt.Sprintf("sanlock host_id %d is also used by node %s: refusing to start the lockspace (two nodes with one host_id can both write one LV); give this node a unique local/host_id in /etc/lvm/lvmlocal.conf", entry.HostID, conflict)
@@ -207,11 +210,11 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		// backoff from milliseconds, in lockstep) makes the herd worse; a random delay of up
 		// to a few seconds spreads it.
 		log.FromContext(ctx).Info("report not written, retrying", "error", err.Error())
-		return ctrl.Result{RequeueAfter: jitter(2 * time.Second)}, nil
+		return ctrl.Result{RequeueAfter: heartbeat.Jitter(2 * time.Second)}, nil
 	}
 
 	if started && lvmVG != nil {
-		if r.isReporter(&vg, now.Time) {
+		if r.isReporter(live, now.Time) {
 			if err := r.applyVGReport(ctx, vg.Name, lvmVG); err != nil {
 				return ctrl.Result{}, err
 			}
@@ -220,8 +223,7 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			r.repairDrift(ctx, vgName, st, lvmVG)
 		}
 	}
-	// ±10 %: nodes started together do not stay in step and write all at once.
-	return ctrl.Result{RequeueAfter: r.interval()*9/10 + jitter(r.interval()/5)}, nil
+	return ctrl.Result{RequeueAfter: heartbeat.Spread(r.interval())}, nil
 }
 
 // applyEntryIfChanged writes this node's entry when it differs from the one in the (cached)
@@ -247,14 +249,6 @@ func sameEntry(a, b *v1.NodeLockspaceStatus) bool {
 	return equality.Semantic.DeepEqual(x, y)
 }
 
-// jitter returns a random duration in [0, d).
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return time.Duration(rand.Int64N(int64(d)))
-}
-
 func (r *VolumeGroupAgent) createVG(ctx context.Context, vg *v1.VolumeGroup) (*lvm.Report, error) {
 	pvs := make([]string, 0, len(vg.Spec.PVs))
 	for _, p := range vg.Spec.PVs {
@@ -268,13 +262,6 @@ func (r *VolumeGroupAgent) createVG(ctx context.Context, vg *v1.VolumeGroup) (*l
 	r.Recorder.Eventf(vg, nil, corev1.EventTypeNormal, "VGCreated", "CreateVG",
 		"node %s created shared VG %s on %v in %.1fs", r.Node.Name, vg.Spec.VGName, pvs, time.Since(t0).Seconds())
 	return r.Node.LVM.Report(ctx, string(vg.Spec.VGName))
-}
-
-// hostIDConflict returns another fresh node reporting the same host_id, or "".
-func (r *VolumeGroupAgent) hostIDConflict(vg *v1.VolumeGroup, hostID int32) string {
-	live := vg.DeepCopy()
-	r.Heartbeats.Overlay(live)
-	return conflictingNode(live, r.Node.Name, hostID, r.now())
 }
 
 // conflictingNode returns another node whose fresh entry in the VG reports hostID, or "":
@@ -296,9 +283,8 @@ func conflictingNode(vg *v1.VolumeGroup, self string, hostID int32, now time.Tim
 // isReporter: the VG-wide report comes from one node, the first (by name) of the nodes whose
 // lockspace is started and whose report is fresh, so no operator decision is needed and a
 // dead reporter is replaced once its entry goes stale.
+// vg must have the heartbeats overlaid.
 func (r *VolumeGroupAgent) isReporter(vg *v1.VolumeGroup, now time.Time) bool {
-	vg = vg.DeepCopy()
-	r.Heartbeats.Overlay(vg)
 	var ready []string
 	for i := range vg.Status.Nodes {
 		n := &vg.Status.Nodes[i]

@@ -89,10 +89,10 @@ func (r *Renewer) NeedLeaderElection() bool { return false }
 func (r *Renewer) Start(ctx context.Context) error {
 	logger := log.FromContext(ctx).WithValues("lease", r.Namespace+"/"+LeaseName(r.Node))
 	for {
-		next := r.Interval*9/10 + jitter(r.Interval/5)
+		next := Spread(r.Interval)
 		if err := r.Renew(ctx); err != nil {
 			logger.Info("heartbeat not renewed, retrying", "error", err.Error())
-			next = 500*time.Millisecond + jitter(2*time.Second)
+			next = 500*time.Millisecond + Jitter(2*time.Second)
 		}
 		select {
 		case <-ctx.Done():
@@ -159,7 +159,14 @@ func (r *Renewer) Renew(ctx context.Context) error {
 	return nil
 }
 
-func jitter(d time.Duration) time.Duration {
+// Spread returns interval ±10 %: periodic writers started together (all agents after a
+// power loss of the cluster) do not stay in step.
+func Spread(interval time.Duration) time.Duration {
+	return interval*9/10 + Jitter(interval/5)
+}
+
+// Jitter returns a random duration in [0, d).
+func Jitter(d time.Duration) time.Duration {
 	if d <= 0 {
 		return 0
 	}
