@@ -231,14 +231,9 @@ func (r *VolumeAgent) createCopy(ctx context.Context, vol *v1.SharedVolume) (ctr
 			r.Node.Name, src.Name, quantity(src.Status.AllocatedSize.Value()), vgName, lvName, took,
 			float64(src.Status.AllocatedSize.Value())/(1<<20)/max(took, 0.001), map[bool]string{true: ", from a snapshot taken while attached", false: ""}[strings.Contains(srcDev, "/copy-")])
 	}
-	rep, err := r.Node.LVM.Report(ctx, vgName)
+	lv, err := r.lvOf(ctx, vgName, lvName)
 	if err != nil {
 		return r.fail(ctx, vol, orig, "Copy", err)
-	}
-	lvmVG, _ := rep.VG(vgName)
-	lv, ok := lvmVG.LV(lvName)
-	if !ok {
-		return r.fail(ctx, vol, orig, "Copy", &lvm.Error{Kind: lvm.KindLVNotFound, Err: fmt.Errorf("LV %s/%s vanished", vgName, lvName)})
 	}
 	if err := r.Get(ctx, client.ObjectKeyFromObject(vol), vol); err != nil {
 		return ctrl.Result{}, err
@@ -288,14 +283,9 @@ func (r *VolumeAgent) migrate(ctx context.Context, vol *v1.SharedVolume) (ctrl.R
 			return r.fail(ctx, vol, orig, "Migrate", err)
 		}
 	}
-	rep, err := r.Node.LVM.Report(ctx, vgName)
+	lv, err := r.lvOf(ctx, vgName, lvName)
 	if err != nil {
 		return r.fail(ctx, vol, orig, "Migrate", err)
-	}
-	lvmVG, _ := rep.VG(vgName)
-	lv, ok := lvmVG.LV(lvName)
-	if !ok {
-		return r.fail(ctx, vol, orig, "Migrate", &lvm.Error{Kind: lvm.KindLVNotFound, Err: fmt.Errorf("LV %s/%s vanished", vgName, lvName)})
 	}
 	if err := r.Get(ctx, client.ObjectKeyFromObject(vol), vol); err != nil {
 		return ctrl.Result{}, err
@@ -339,14 +329,11 @@ func (r *VolumeAgent) removeRetired(ctx context.Context, vol *v1.SharedVolume) (
 // volume's owner tag (or, when uuid is given, with another UUID) is refused, never removed.
 func (r *VolumeAgent) removeOwned(ctx context.Context, vol *v1.SharedVolume, vgCR, vgName, lvName, uuid string) error {
 	tag := v1.OwnerTag(string(vol.UID))
-	rep, err := r.Node.LVM.Report(ctx, vgName)
-	if err != nil {
-		return err
-	}
-	lvmVG, _ := rep.VG(vgName)
-	lv, exists := lvmVG.LV(lvName)
+	lv, err := r.Node.LVM.ReportLV(ctx, vgName, lvName)
 	switch {
-	case !exists:
+	case err != nil:
+		return err
+	case lv == nil:
 		return nil // removed before a crash (or by hand)
 	case !lv.HasTag(tag) || (uuid != "" && lv.UUID != uuid):
 		return fmt.Errorf("LV %s/%s is not this volume's (UUID %s, tags %v): refusing to remove it", vgName, lvName, lv.UUID, lv.Tags)

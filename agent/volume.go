@@ -137,6 +137,15 @@ func (r *VolumeAgent) create(ctx context.Context, vol *v1.SharedVolume) (ctrl.Re
 	return ctrl.Result{}, r.patch(ctx, vol, orig)
 }
 
+// lvOf reports one LV of the volume, which must exist.
+func (r *VolumeAgent) lvOf(ctx context.Context, vgName, lvName string) (*lvm.LV, error) {
+	lv, err := r.Node.LVM.ReportLV(ctx, vgName, lvName)
+	if err == nil && lv == nil {
+		err = &lvm.Error{Kind: lvm.KindLVNotFound, Err: fmt.Errorf("LV %s/%s vanished", vgName, lvName)}
+	}
+	return lv, err
+}
+
 func (r *VolumeAgent) recordLV(vol *v1.SharedVolume, vgCR, vgName string, lv *lvm.LV) {
 	st := &vol.Status
 	st.VolumeGroup, st.VGName, st.LVName, st.LVUUID = vgCR, vgName, lv.Name, lv.UUID
@@ -258,14 +267,9 @@ func (r *VolumeAgent) extend(ctx context.Context, vol *v1.SharedVolume) (ctrl.Re
 	if err := r.Node.LVM.ExtendLV(ctx, st.VGName, st.LVName, vol.Spec.Size.Value(), false); err != nil {
 		return r.fail(ctx, vol, orig, "Extend", err)
 	}
-	rep, err := r.Node.LVM.Report(ctx, st.VGName)
+	lv, err := r.lvOf(ctx, st.VGName, st.LVName)
 	if err != nil {
 		return r.fail(ctx, vol, orig, "Extend", err)
-	}
-	lvmVG, _ := rep.VG(st.VGName)
-	lv, ok := lvmVG.LV(st.LVName)
-	if !ok {
-		return r.fail(ctx, vol, orig, "Extend", &lvm.Error{Kind: lvm.KindLVNotFound, Err: fmt.Errorf("LV %s/%s vanished", st.VGName, st.LVName)})
 	}
 	r.recordLV(vol, st.VolumeGroup, st.VGName, lv)
 	metrics.ObserveOperation(metrics.OpExtend, r.Node.Name, time.Since(t0))
@@ -305,14 +309,9 @@ func (r *VolumeAgent) move(ctx context.Context, vol *v1.SharedVolume) (ctrl.Resu
 	for _, p := range targets {
 		want[p] = true
 	}
-	rep, err := r.Node.LVM.Report(ctx, vgName)
+	cur, err := r.lvOf(ctx, vgName, lvName)
 	if err != nil {
 		return r.fail(ctx, vol, orig, "Move", err)
-	}
-	lvmVG, _ := rep.VG(vgName)
-	cur, ok := lvmVG.LV(lvName)
-	if !ok {
-		return r.fail(ctx, vol, orig, "Move", &lvm.Error{Kind: lvm.KindLVNotFound, Err: fmt.Errorf("LV %s/%s vanished", vgName, lvName)})
 	}
 	var sources []string
 	for _, d := range cur.Devices {
@@ -381,13 +380,9 @@ func (r *VolumeAgent) move(ctx context.Context, vol *v1.SharedVolume) (ctrl.Resu
 	}
 	// Release a lock taken only for the move before saying the move is done.
 	release()
-	if rep, err = r.Node.LVM.Report(ctx, vgName); err != nil {
+	lv, err := r.lvOf(ctx, vgName, lvName)
+	if err != nil {
 		return r.fail(ctx, vol, orig, "Move", err)
-	}
-	lvmVG, _ = rep.VG(vgName)
-	lv, ok := lvmVG.LV(lvName)
-	if !ok {
-		return r.fail(ctx, vol, orig, "Move", &lvm.Error{Kind: lvm.KindLVNotFound, Err: fmt.Errorf("LV %s/%s vanished", vgName, lvName)})
 	}
 	if err := r.Get(ctx, client.ObjectKeyFromObject(vol), vol); err != nil {
 		return ctrl.Result{}, err

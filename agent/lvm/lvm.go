@@ -112,6 +112,20 @@ func (c *Client) Report(ctx context.Context, vgs ...string) (*Report, error) {
 	return ParseFullReport(res.Stdout)
 }
 
+// ReportLV reports one LV; nil when the VG has no LV of that name.
+func (c *Client) ReportLV(ctx context.Context, vg, lv string) (*LV, error) {
+	if err := validatePair(vg, lv); err != nil {
+		return nil, err
+	}
+	res, err := c.run(ctx, LVReportArgs(vg, lv))
+	if KindOf(err) == KindLVNotFound {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	return ParseLVReport(res.Stdout)
+}
+
 // ReportAfter returns a report of vg that reflects every metadata change this client made
 // before t: a report run that got the VG's metadata mutex at or after t (running, done, or
 // still waiting for the mutex) is shared, otherwise a new one runs. It runs under the
@@ -273,17 +287,9 @@ func (c *Client) RemoveLV(ctx context.Context, vg, lv string) error {
 // RemoveOwnedLV removes an LV only if it carries ownerTag: nothing deletes an LV it does not
 // own. A missing LV is success (idempotent).
 func (c *Client) RemoveOwnedLV(ctx context.Context, vg, lv, ownerTag string) error {
-	rep, err := c.Report(ctx, vg)
-	if err != nil {
+	l, err := c.ReportLV(ctx, vg, lv)
+	if err != nil || l == nil {
 		return err
-	}
-	v, ok := rep.VG(vg)
-	if !ok {
-		return &Error{Kind: KindVGNotFound, Err: fmt.Errorf("VG %s not in report", vg)}
-	}
-	l, ok := v.LV(lv)
-	if !ok {
-		return nil
 	}
 	if !l.HasTag(ownerTag) {
 		return &Error{Kind: KindUnknown, Err: fmt.Errorf("refusing to remove %s/%s: it does not carry tag %q", vg, lv, ownerTag)}

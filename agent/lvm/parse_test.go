@@ -1,11 +1,14 @@
 package lvm
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 )
 
 // Fixtures in testdata/ were captured from the real tools on the test bed (see VERSIONS and
@@ -256,4 +259,55 @@ func FuzzParsePVMoveProgress(f *testing.F) {
 func FuzzClassify(f *testing.F) {
 	f.Add(fixture(f, "activate-locked-by-other.err"), 5)
 	f.Fuzz(func(t *testing.T, b []byte, code int) { _ = classify([]string{"lvm"}, code, b, nil) })
+}
+
+// A one-LV report reads like the LV's entry in the full report, placement included, also in
+// the middle of a pvmove; a missing LV is nil, a missing VG an error.
+func TestReportLV(t *testing.T) {
+	lv, err := ParseLVReport(fixture(t, "lvs-one-lv.out"))
+	if err != nil || lv == nil {
+		t.Fatalf("%v %v", lv, err)
+	}
+	// The same LV as lv1 of report-two-lvs.out (another capture, so another UUID).
+	if lv.Name != "lv1" || lv.UUID == "" || lv.Size != 268435456 || lv.LeaseOffset() != 70254592 || lv.Path != "/dev/vg1/lv1" ||
+		!lv.HasTag("sharedlvm.io/uid=0a1b2c3d-0000-4000-8000-000000000001") || !lv.HasTag("sharedlvm.io/managed") ||
+		len(lv.Devices) != 1 || lv.Devices[0] != "/dev/vdb" || lv.Moving() {
+		t.Fatalf("%+v", lv)
+	}
+	moving, err := ParseLVReport(fixture(t, "lvs-one-lv-mid-pvmove.out"))
+	if err != nil || moving == nil || !moving.Moving() {
+		t.Fatalf("mid-pvmove %+v %v", moving, err)
+	}
+
+	for file, want := range map[string]Kind{"lvs-lv-not-found.err": KindLVNotFound, "lvs-vg-not-found.err": KindVGNotFound} {
+		stderr, code := splitErr(t, string(fixture(t, file)))
+		if k := KindOf(classify([]string{"lvs"}, code, []byte(stderr), nil)); k != want {
+			t.Errorf("%s: kind %v, want %v", file, k, want)
+		}
+	}
+	ex := &fixedResult{res: executor.Result{ExitCode: 5, Stderr: []byte(strings.SplitN(string(fixture(t, "lvs-lv-not-found.err")), "# exit", 2)[0]),
+		Stdout: fixture(t, "lvs-lv-not-found.out")}}
+	if lv, err := New(ex).ReportLV(context.Background(), "vg1", "nosuchlv"); lv != nil || err != nil {
+		t.Fatalf("missing LV: %v %v", lv, err)
+	}
+	if _, err := New(ex).ReportLV(context.Background(), "vg1", "-bad"); KindOf(err) != KindInvalidName {
+		t.Fatalf("bad name: %v", err)
+	}
+	for _, bad := range []string{"", "{", `{"report":[{"lv":[{"lv_uuid":"a","lv_size":"x"}]}]}`, `{"report":[{"lv":[{"lv_uuid":"a"},{"lv_uuid":"b"}]}]}`} {
+		if _, err := ParseLVReport([]byte(bad)); err == nil {
+			t.Errorf("%q: want error", bad)
+		}
+	}
+}
+
+type fixedResult struct{ res executor.Result }
+
+func (f *fixedResult) Run(context.Context, []string) (executor.Result, error) { return f.res, nil }
+
+func TestStripExtent(t *testing.T) {
+	for in, want := range map[string]string{"/dev/vdb(64)": "/dev/vdb", "pvmove0(0)": "pvmove0", "/dev/vdb": "/dev/vdb", "a()": "a()", "a(1x)": "a(1x)", "(": "(", "": ""} {
+		if got := stripExtent(in); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
 }

@@ -3,7 +3,6 @@ package lvm
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -129,36 +128,89 @@ func (v *VG) LVsWithTag(tag string) []LV {
 	return out
 }
 
+// Report rows as LVM prints them with --reportformat json: every value is a string. Typed
+// rows decode several times faster than maps, which matters for a 10,000-LV VG that every
+// node reports each cycle.
+type vgRow struct {
+	Name        string `json:"vg_name"`
+	UUID        string `json:"vg_uuid"`
+	Size        string `json:"vg_size"`
+	Free        string `json:"vg_free"`
+	ExtentSize  string `json:"vg_extent_size"`
+	ExtentCount string `json:"vg_extent_count"`
+	FreeCount   string `json:"vg_free_count"`
+	LVCount     string `json:"lv_count"`
+	PVCount     string `json:"pv_count"`
+	LockType    string `json:"vg_lock_type"`
+	LockArgs    string `json:"vg_lock_args"`
+	Tags        string `json:"vg_tags"`
+	MissingPVs  string `json:"vg_missing_pv_count"`
+	Shared      string `json:"vg_shared"`
+}
+
+type pvRow struct {
+	Name    string `json:"pv_name"`
+	UUID    string `json:"pv_uuid"`
+	Size    string `json:"pv_size"`
+	Free    string `json:"pv_free"`
+	Used    string `json:"pv_used"`
+	Missing string `json:"pv_missing"`
+	VG      string `json:"vg_name"`
+}
+
+type lvRow struct {
+	Name              string `json:"lv_name"`
+	UUID              string `json:"lv_uuid"`
+	FullName          string `json:"lv_full_name"`
+	Path              string `json:"lv_path"`
+	Size              string `json:"lv_size"`
+	Tags              string `json:"lv_tags"`
+	LockArgs          string `json:"lv_lockargs"`
+	Active            string `json:"lv_active"`
+	ActiveLocally     string `json:"lv_active_locally"`
+	ActiveRemotely    string `json:"lv_active_remotely"`
+	ActiveExclusively string `json:"lv_active_exclusively"`
+	Attr              string `json:"lv_attr"`
+	Origin            string `json:"origin"`
+	Role              string `json:"lv_role"`
+	MovePV            string `json:"move_pv"`
+	CopyPercent       string `json:"copy_percent"`
+	Layout            string `json:"lv_layout"`
+	// Segment fields: in a one-LV `lvs` (LVReportArgs) they share the LV's row.
+	SegStartPE string `json:"seg_start_pe"`
+	Devices    string `json:"devices"`
+}
+
+type segRow struct {
+	LVUUID     string `json:"lv_uuid"`
+	SegStartPE string `json:"seg_start_pe"`
+	Devices    string `json:"devices"`
+}
+
 type rawReport struct {
 	Report []struct {
-		VG    []map[string]string `json:"vg"`
-		PV    []map[string]string `json:"pv"`
-		LV    []map[string]string `json:"lv"`
-		Seg   []map[string]string `json:"seg"`
-		PVSeg []map[string]string `json:"pvseg"`
+		VG  []vgRow  `json:"vg"`
+		PV  []pvRow  `json:"pv"`
+		LV  []lvRow  `json:"lv"`
+		Seg []segRow `json:"seg"`
 	} `json:"report"`
 }
 
-type fieldReader struct {
-	m   map[string]string
-	err error
-}
+// numbers parses report values, keeping the first error with the field it came from.
+type numbers struct{ err error }
 
-func (f *fieldReader) str(k string) string { return f.m[k] }
-
-func (f *fieldReader) int(k string) int64 {
-	v := f.m[k]
-	if v == "" || f.err != nil {
+func (n *numbers) int(field, v string) int64 {
+	if v == "" || n.err != nil {
 		return 0
 	}
-	n, err := strconv.ParseInt(v, 10, 64)
+	i, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
-		f.err = fmt.Errorf("field %s=%q: %w", k, v, err)
+		n.err = fmt.Errorf("field %s=%q: %w", field, v, err)
 	}
-	return n
+	return i
 }
 
-func (f *fieldReader) bool(k string) bool { return f.m[k] == "1" }
+func flag(v string) bool { return v == "1" }
 
 func tags(s string) []string {
 	if s == "" {
@@ -167,7 +219,19 @@ func tags(s string) []string {
 	return strings.Split(s, ",")
 }
 
-var extentSuffix = regexp.MustCompile(`\(\d+\)$`)
+// stripExtent drops the "(N)" extent offset from a devices entry ("/dev/vdb(64)").
+func stripExtent(d string) string {
+	i := strings.LastIndexByte(d, '(')
+	if i < 0 || !strings.HasSuffix(d, ")") || i+2 > len(d)-1 {
+		return d
+	}
+	for _, c := range d[i+1 : len(d)-1] {
+		if c < '0' || c > '9' {
+			return d
+		}
+	}
+	return d[:i]
+}
 
 // ParseFullReport parses `lvm fullreport --reportformat json --units b --nosuffix --binary`
 // with the fields of FullReportArgs. It never panics on malformed input.
@@ -181,73 +245,115 @@ func ParseFullReport(out []byte) (*Report, error) {
 		if len(r.VG) == 0 {
 			continue
 		}
-		f := &fieldReader{m: r.VG[0]}
+		n := &numbers{}
+		g := r.VG[0]
 		vg := VG{
-			Name: f.str("vg_name"), UUID: f.str("vg_uuid"), Size: f.int("vg_size"), Free: f.int("vg_free"),
-			ExtentSize: f.int("vg_extent_size"), ExtentCount: f.int("vg_extent_count"), FreeExtents: f.int("vg_free_count"),
-			LVCount: int(f.int("lv_count")), PVCount: int(f.int("pv_count")), LockType: f.str("vg_lock_type"),
-			LockArgs: f.str("vg_lock_args"), Tags: tags(f.str("vg_tags")), MissingPVs: int(f.int("vg_missing_pv_count")),
-			Shared: f.bool("vg_shared"),
+			Name: g.Name, UUID: g.UUID, Size: n.int("vg_size", g.Size), Free: n.int("vg_free", g.Free),
+			ExtentSize: n.int("vg_extent_size", g.ExtentSize), ExtentCount: n.int("vg_extent_count", g.ExtentCount),
+			FreeExtents: n.int("vg_free_count", g.FreeCount), LVCount: int(n.int("lv_count", g.LVCount)),
+			PVCount: int(n.int("pv_count", g.PVCount)), LockType: g.LockType, LockArgs: g.LockArgs, Tags: tags(g.Tags),
+			MissingPVs: int(n.int("vg_missing_pv_count", g.MissingPVs)), Shared: flag(g.Shared),
 		}
-		if f.err != nil {
-			return nil, f.err
+		for _, p := range r.PV {
+			vg.PVs = append(vg.PVs, PV{Name: p.Name, UUID: p.UUID, Size: n.int("pv_size", p.Size), Free: n.int("pv_free", p.Free),
+				Used: n.int("pv_used", p.Used), Missing: flag(p.Missing), VG: p.VG})
 		}
-		for _, m := range r.PV {
-			f := &fieldReader{m: m}
-			pv := PV{Name: f.str("pv_name"), UUID: f.str("pv_uuid"), Size: f.int("pv_size"), Free: f.int("pv_free"),
-				Used: f.int("pv_used"), Missing: f.bool("pv_missing"), VG: f.str("vg_name")}
-			if f.err != nil {
-				return nil, f.err
-			}
-			vg.PVs = append(vg.PVs, pv)
+		segs := map[string][]placement{}
+		for _, sg := range r.Seg {
+			segs[sg.LVUUID] = append(segs[sg.LVUUID], placement{start: n.int("seg_start_pe", sg.SegStartPE), devs: segDevices(sg.Devices)})
 		}
-		devices := map[string][]string{}
-		type seg struct {
-			start int64
-			devs  []string
-		}
-		segs := map[string][]seg{}
-		for _, m := range r.Seg {
-			f := &fieldReader{m: m}
-			s := seg{start: f.int("seg_start_pe")}
-			if f.err != nil {
-				return nil, f.err
-			}
-			for _, d := range strings.Split(f.str("devices"), ",") {
-				if d = extentSuffix.ReplaceAllString(strings.TrimSpace(d), ""); d != "" {
-					s.devs = append(s.devs, d)
-				}
-			}
-			segs[f.str("lv_uuid")] = append(segs[f.str("lv_uuid")], s)
-		}
-		for uuid, ss := range segs {
-			sort.Slice(ss, func(i, j int) bool { return ss[i].start < ss[j].start })
-			seen := map[string]bool{}
-			for _, s := range ss {
-				for _, d := range s.devs {
-					if !seen[d] {
-						seen[d] = true
-						devices[uuid] = append(devices[uuid], d)
-					}
-				}
-			}
-		}
-		for _, m := range r.LV {
-			f := &fieldReader{m: m}
-			lv := LV{
-				Name: f.str("lv_name"), UUID: f.str("lv_uuid"), FullName: f.str("lv_full_name"), Path: f.str("lv_path"),
-				Size: f.int("lv_size"), Tags: tags(f.str("lv_tags")), LockArgs: f.str("lv_lockargs"),
-				Active: f.str("lv_active") != "" && f.str("lv_active") != "0", ActiveLocally: f.bool("lv_active_locally"),
-				ActiveRemotely: f.bool("lv_active_remotely"), ActiveExclusivelyAsReportedByLVM: f.bool("lv_active_exclusively"),
-				Attr: f.str("lv_attr"), Origin: f.str("origin"), Role: f.str("lv_role"), Layout: f.str("lv_layout"),
-				MovePV: f.str("move_pv"), CopyPercent: f.str("copy_percent"), Devices: devices[f.str("lv_uuid")],
-			}
-			if f.err != nil {
-				return nil, f.err
-			}
+		vg.LVs = make([]LV, 0, len(r.LV))
+		for i := range r.LV {
+			lv := lvFromRow(n, &r.LV[i])
+			lv.Devices = devicesInOrder(segs[lv.UUID])
 			vg.LVs = append(vg.LVs, lv)
+		}
+		if n.err != nil {
+			return nil, n.err
 		}
 		rep.VGs = append(rep.VGs, vg)
 	}
 	return rep, nil
+}
+
+// placement is one segment's start extent and PVs.
+type placement struct {
+	start int64
+	devs  []string
+}
+
+// devicesInOrder are the PVs of an LV's segments in segment order, each once.
+func devicesInOrder(ss []placement) []string {
+	if len(ss) == 1 {
+		return ss[0].devs
+	}
+	sort.Slice(ss, func(i, j int) bool { return ss[i].start < ss[j].start })
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range ss {
+		for _, d := range s.devs {
+			if !seen[d] {
+				seen[d] = true
+				out = append(out, d)
+			}
+		}
+	}
+	return out
+}
+
+// lvFromRow reads the LV fields of one report row (lvFields).
+func lvFromRow(n *numbers, r *lvRow) LV {
+	return LV{
+		Name: r.Name, UUID: r.UUID, FullName: r.FullName, Path: r.Path,
+		Size: n.int("lv_size", r.Size), Tags: tags(r.Tags), LockArgs: r.LockArgs,
+		Active: r.Active != "" && r.Active != "0", ActiveLocally: flag(r.ActiveLocally),
+		ActiveRemotely: flag(r.ActiveRemotely), ActiveExclusivelyAsReportedByLVM: flag(r.ActiveExclusively),
+		Attr: r.Attr, Origin: r.Origin, Role: r.Role, Layout: r.Layout,
+		MovePV: r.MovePV, CopyPercent: r.CopyPercent,
+	}
+}
+
+// segDevices are the PVs of one segment's "devices" field, without extent offsets.
+func segDevices(field string) []string {
+	var out []string
+	for _, d := range strings.Split(field, ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			out = append(out, stripExtent(d))
+		}
+	}
+	return out
+}
+
+// ParseLVReport parses the `lvs` of LVReportArgs: one row per segment of the one LV. No row
+// (the LV does not exist) is nil. It never panics on malformed input.
+func ParseLVReport(out []byte) (*LV, error) {
+	var raw struct {
+		Report []struct {
+			LV []lvRow `json:"lv"`
+		} `json:"report"`
+	}
+	if err := json.Unmarshal(out, &raw); err != nil {
+		return nil, fmt.Errorf("parsing lvs report: %w", err)
+	}
+	var rows []lvRow
+	for _, r := range raw.Report {
+		rows = append(rows, r.LV...)
+	}
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	n := &numbers{}
+	lv := lvFromRow(n, &rows[0])
+	segs := make([]placement, 0, len(rows))
+	for _, r := range rows {
+		if r.UUID != lv.UUID {
+			return nil, fmt.Errorf("lvs report: rows of two LVs (%s, %s)", lv.UUID, r.UUID)
+		}
+		segs = append(segs, placement{start: n.int("seg_start_pe", r.SegStartPE), devs: segDevices(r.Devices)})
+	}
+	if n.err != nil {
+		return nil, n.err
+	}
+	lv.Devices = devicesInOrder(segs)
+	return &lv, nil
 }

@@ -21,3 +21,11 @@ func FullReportArgs(vgs ...string) []string {
 		"--configreport", "pvseg", "-o", pvsegFields}
 	return append(args, vgs...)
 }
+
+// LVReportArgs is the argv of a report of one LV: the full report's LV fields and its
+// segments' placement, one row per segment. Operations on one volume read this instead of
+// the whole VG, so their cost does not grow with the number of LVs.
+func LVReportArgs(vg, lv string) []string {
+	return []string{"lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "--binary",
+		"-o", lvFields + ",seg_start_pe,devices", vg + "/" + lv}
+}

@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -50,6 +51,7 @@ var (
 	workers        = flag.Int("workers", 16, "parallel clients creating and deleting objects")
 	reportInterval = flag.Duration("report-interval", 30*time.Second, "agents' reporting interval")
 	outDir         = flag.String("out", "bench/results", "where the table and the plot are written")
+	cpuProfile     = flag.String("cpuprofile", "", "write this process's CPU profile (agents and storage model) to the file")
 )
 
 const ns = "scale"
@@ -82,6 +84,16 @@ type cycleResult struct {
 }
 
 func run() error {
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	// Ctrl-C or a kill ends the run through the deferred clean-up, so that the envtest
 	// apiserver and etcd and the operator process are not left behind.
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

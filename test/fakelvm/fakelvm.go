@@ -44,6 +44,12 @@ type Cluster struct {
 	// After, if set, is called (without the model's lock) after each command completed.
 	After func(host int, argv []string, res executor.Result)
 
+	// reports caches full reports by argv until a command changes metadata: 100 simulated
+	// hosts' reports of one 10,000-LV VG would otherwise have the model spend the harness's
+	// CPU building the same JSON (each real host builds its own on its own CPU).
+	reportMu sync.Mutex
+	reports  map[string][]byte
+
 	log []Call
 	// RemovedDirty lists LVs removed while still holding data (not wiped).
 	RemovedDirty []string
@@ -152,6 +158,7 @@ func (h *Host) ResetCalls() {
 
 // CreateVG sets up a shared VG with the given PVs (sizes in bytes), as an admin would.
 func (c *Cluster) CreateVG(name string, pvs map[string]int64) {
+	defer c.invalidateReports()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.createVG(name, pvs)
@@ -326,6 +333,9 @@ func (h *Host) run(ctx context.Context, argv []string) (executor.Result, error) 
 	} else {
 		c.mu.Lock()
 		defer c.mu.Unlock()
+		if changesMetadata(argv) {
+			c.invalidateReports()
+		}
 	}
 	hs := c.hosts[h.id]
 	c.logMu.Lock()
@@ -374,13 +384,50 @@ func (h *Host) run(ctx context.Context, argv []string) (executor.Result, error) 
 	case "pvmove":
 		return c.pvmove(h.id, argv), nil
 	case "lvs":
-		return c.lvsMove(argv), nil
+		return c.lvs(argv), nil
 	case "blkdiscard":
 		return c.wipe(h.id, argv), nil
 	case "dd":
 		return c.dd(h.id, argv), nil
 	}
 	return fail(127, fmt.Sprintf("fakelvm: command not modelled: %v", argv)), nil
+}
+
+// changesMetadata: commands that may change what a report shows (everything but lock and
+// activation changes, which the model's reports do not show, and data writes).
+func changesMetadata(argv []string) bool {
+	if len(argv) == 0 {
+		return false
+	}
+	switch argv[0] {
+	case "sanlock", "dd", "blkdiscard", "cat":
+		return false
+	case "vgchange":
+		return !hasArg(argv, "--lockstart") && !hasArg(argv, "--lockstop")
+	case "lvchange":
+		for _, a := range argv[1:] {
+			if strings.HasPrefix(a, "--") && a != "--lockopt" || a == "-p" {
+				return true // --addtag, --deltag, --refresh...: not only an activation
+			}
+		}
+		return false
+	}
+	return true
+}
+
+func hasArg(argv []string, a string) bool {
+	for _, x := range argv {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Cluster) invalidateReports() {
+	c.reportMu.Lock()
+	c.reports = nil
+	c.reportMu.Unlock()
 }
 
 // readOnly: the commands that only read the model.
@@ -390,7 +437,7 @@ func readOnly(argv []string) bool {
 		return true
 	case len(argv) >= 3 && argv[0] == "sanlock" && argv[1] == "client" && (argv[2] == "status" || argv[2] == "gets"):
 		return true
-	case len(argv) >= 1 && (argv[0] == "lvmlockctl" || argv[0] == "lvmconfig" || argv[0] == "cat"):
+	case len(argv) >= 1 && (argv[0] == "lvmlockctl" || argv[0] == "lvmconfig" || argv[0] == "cat" || argv[0] == "lvs"):
 		return true
 	}
 	return false
@@ -926,6 +973,32 @@ func (c *Cluster) pvmove(host int, argv []string) executor.Result {
 	return ok("")
 }
 
+// lvs models `lvs` of one LV (lvm.LVReportArgs: its fields and its segment's, one row) and
+// of a VG's LVs with pvmove progress.
+func (c *Cluster) lvs(argv []string) executor.Result {
+	name := argv[len(argv)-1]
+	vgName, lvName, one := strings.Cut(name, "/")
+	if !one {
+		return c.lvsMove(argv)
+	}
+	v, exists := c.vgs[vgName]
+	if !exists {
+		return fail(5, fmt.Sprintf("  Volume group \"%s\" not found\n  Cannot process volume group %s\n", vgName, vgName))
+	}
+	var rows []map[string]string
+	l, exists := v.lvs[lvName]
+	if exists {
+		row := lvRow(v, l)
+		row["seg_start_pe"], row["devices"] = "0", strings.Join(l.devices, "(0),")+"(0)"
+		rows = append(rows, row)
+	}
+	b, _ := json.Marshal(map[string]any{"report": []any{map[string]any{"lv": rows}}})
+	if !exists {
+		return executor.Result{ExitCode: 5, Stdout: b, Stderr: []byte(fmt.Sprintf("  Failed to find logical volume \"%s\"\n", name))}
+	}
+	return ok(string(b))
+}
+
 func (c *Cluster) lvsMove(argv []string) executor.Result {
 	name := argv[len(argv)-1]
 	v, exists := c.vgs[name]
@@ -967,6 +1040,34 @@ func (c *Cluster) wipe(host int, argv []string) executor.Result {
 }
 
 func (c *Cluster) fullreport(argv []string) executor.Result {
+	key := strings.Join(argv, "\x00")
+	c.reportMu.Lock()
+	out, hit := c.reports[key]
+	c.reportMu.Unlock()
+	if hit {
+		return executor.Result{Stdout: out}
+	}
+	res := c.buildFullreport(argv)
+	if res.ExitCode == 0 {
+		c.reportMu.Lock()
+		if c.reports == nil {
+			c.reports = map[string][]byte{}
+		}
+		c.reports[key] = res.Stdout
+		c.reportMu.Unlock()
+	}
+	return res
+}
+
+// lvRow is one LV's row of the reports' LV fields.
+func lvRow(v *vg, l *lv) map[string]string {
+	return map[string]string{"lv_name": l.name, "lv_uuid": l.uuid, "lv_full_name": v.name + "/" + l.name, "lv_path": "/dev/" + v.name + "/" + l.name,
+		"lv_size": i64(l.size), "lv_tags": strings.Join(l.tags, ","), "lv_lockargs": fmt.Sprintf("1.0.0:%d", l.lease),
+		"lv_active": "", "lv_active_locally": "0", "lv_active_remotely": "0", "lv_active_exclusively": "0",
+		"lv_attr": "-wi-------", "origin": l.origin, "lv_role": "public", "move_pv": "", "copy_percent": "", "lv_layout": "linear"}
+}
+
+func (c *Cluster) buildFullreport(argv []string) executor.Result {
 	var names []string
 	for i := len(argv) - 1; i > 0 && !strings.HasPrefix(argv[i], "-") && !strings.Contains(argv[i], ","); i-- {
 		if argv[i-1] == "-o" || argv[i-1] == "--configreport" || argv[i-1] == "--units" || argv[i-1] == "--reportformat" {
@@ -1004,10 +1105,7 @@ func (c *Cluster) fullreport(argv []string) executor.Result {
 				"pv_used": i64(usedOn[p.name]), "pv_missing": b2s(p.missing), "vg_name": v.name})
 		}
 		for _, l := range c.sortedLVs(v) {
-			lvRows = append(lvRows, m{"lv_name": l.name, "lv_uuid": l.uuid, "lv_full_name": v.name + "/" + l.name, "lv_path": "/dev/" + v.name + "/" + l.name,
-				"lv_size": i64(l.size), "lv_tags": strings.Join(l.tags, ","), "lv_lockargs": fmt.Sprintf("1.0.0:%d", l.lease),
-				"lv_active": "", "lv_active_locally": "0", "lv_active_remotely": "0", "lv_active_exclusively": "0",
-				"lv_attr": "-wi-------", "origin": l.origin, "lv_role": "public", "move_pv": "", "copy_percent": "", "lv_layout": "linear"})
+			lvRows = append(lvRows, lvRow(v, l))
 			segRows = append(segRows, m{"lv_uuid": l.uuid, "seg_start_pe": "0", "seg_size_pe": i64(l.size / extent), "devices": l.devices[0] + "(0)"})
 		}
 		reports = append(reports, map[string]any{"vg": []m{vgRow}, "pv": pvRows, "lv": lvRows, "seg": segRows, "pvseg": []m{}})

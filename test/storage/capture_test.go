@@ -17,7 +17,9 @@ import (
 
 // TestCaptureFixtures re-records the parser fixtures from the real tools on the bed.
 // It only runs when asked: SHAREDLVM_CAPTURE=1 go test -tags storage -run TestCaptureFixtures ./test/storage/
-// and writes agent/lvm/testdata and agent/sanlock/testdata.
+// and writes agent/lvm/testdata and agent/sanlock/testdata. SHAREDLVM_CAPTURE_ONLY=PREFIX
+// re-records only the fixtures whose names start with PREFIX (the others keep the values
+// their tests assert).
 func TestCaptureFixtures(t *testing.T) {
 	if os.Getenv("SHAREDLVM_CAPTURE") == "" {
 		t.Skip("set SHAREDLVM_CAPTURE=1 to re-record fixtures")
@@ -44,7 +46,7 @@ func TestCaptureFixtures(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		fmt.Fprintf(&log, "[%s] $ %s\n  rc=%d %v\n", h.Name, strings.Join(argv, " "), r.ExitCode, r.Duration.Round(time.Millisecond))
-		if name != "" {
+		if name != "" && strings.HasPrefix(name, os.Getenv("SHAREDLVM_CAPTURE_ONLY")) {
 			if len(r.Stdout) > 0 {
 				os.WriteFile(filepath.Join(dir, name+".out"), r.Stdout, 0o644)
 			}
@@ -66,6 +68,9 @@ func TestCaptureFixtures(t *testing.T) {
 	save(lvmDir, "lockstart-retry", h2, "vgchange", "--lockstart", "vg1")
 	save(lvmDir, "lvcreate", h1, "lvcreate", "-y", "-n", "lv1", "-L", "268435456b", "--addtag", "sharedlvm.io/uid=0a1b2c3d-0000-4000-8000-000000000001", "--addtag", "sharedlvm.io/managed", "vg1", "/dev/vdb")
 	save(lvmDir, "", h1, "lvcreate", "-y", "-an", "-n", "lv2", "-L", "32m", "vg1")
+	save(lvmDir, "lvs-one-lv", h1, lvm.LVReportArgs("vg1", "lv1")...)
+	save(lvmDir, "lvs-lv-not-found", h1, lvm.LVReportArgs("vg1", "nosuchlv")...)
+	save(lvmDir, "lvs-vg-not-found", h1, lvm.LVReportArgs("nosuchvg", "lv1")...)
 	report("report-two-lvs", h1)
 	save(slDir, "status-exclusive", h1, "sanlock", "client", "status")
 	save(lvmDir, "lvmlockctl-exclusive", h1, "lvmlockctl", "--info")
@@ -90,6 +95,7 @@ func TestCaptureFixtures(t *testing.T) {
 	save(lvmDir, "pvmove-start", h1, "pvmove", "-b", "-i", "1", "-n", "lv1", "/dev/vdb", "/dev/vdc")
 	time.Sleep(300 * time.Millisecond)
 	report("report-mid-pvmove", h1)
+	save(lvmDir, "lvs-one-lv-mid-pvmove", h1, lvm.LVReportArgs("vg1", "lv1")...)
 	save(lvmDir, "pvmove-progress", h1, "lvs", "-a", "--reportformat", "json", "-o", "lv_name,copy_percent,move_pv,devices", "vg1")
 	for i := 0; i < 120; i++ {
 		out := save(lvmDir, "", h1, "lvs", "--noheadings", "-o", "move_pv", "vg1/lv1")
