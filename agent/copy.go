@@ -89,14 +89,11 @@ func (r *VolumeAgent) ensureLV(ctx context.Context, vol *v1.SharedVolume, vgName
 	if err != nil && lvm.KindOf(err) != lvm.KindAlreadyExists {
 		return nil, false, err
 	}
-	rep, rerr := r.Node.LVM.ReportAfter(ctx, vgName, time.Now())
-	if rerr != nil {
-		return nil, false, rerr
-	}
-	lvmVG, _ := rep.VG(vgName)
-	lv, exists := lvmVG.LV(lvName)
+	lv, rerr := r.Node.LVM.ReportLVAfter(ctx, vgName, lvName)
 	switch {
-	case !exists:
+	case rerr != nil:
+		return nil, false, rerr
+	case lv == nil:
 		return nil, false, fmt.Errorf("LV %s/%s not found after lvcreate", vgName, lvName)
 	case !lv.HasTag(tag):
 		return nil, false, &lvm.Error{Kind: lvm.KindAlreadyExists,

@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -170,6 +171,13 @@ func (r *VolumeAgent) recordLV(vol *v1.SharedVolume, vgCR, vgName string, lv *lv
 func (r *VolumeAgent) delete(ctx context.Context, vol *v1.SharedVolume) (ctrl.Result, error) {
 	orig := vol.DeepCopy()
 	st := &vol.Status
+	if c := meta.FindStatusCondition(st.Conditions, v1.ConditionProvisioned); st.LVUUID == "" && st.RetiredLV == nil &&
+		c != nil && c.Status == metav1.ConditionFalse && c.Reason == v1.ReasonLVDeleted {
+		// This agent's own status write of a finished delete woke it: nothing is left (no
+		// create runs for a volume being deleted), and looking for leftovers again would
+		// read the whole VG once more per delete.
+		return ctrl.Result{}, nil
+	}
 	if st.LVUUID != "" {
 		defer r.Node.LockLV(st.LVUUID)()
 	}
@@ -191,7 +199,7 @@ func (r *VolumeAgent) delete(ctx context.Context, vol *v1.SharedVolume) (ctrl.Re
 	}
 	removed := st.VGName + "/" + st.LVName
 	st.LVUUID, st.Path, st.Progress, st.AllocatedSize, st.PVs = "", "", nil, nil, nil
-	setCondition(&st.Conditions, vol.Generation, v1.ConditionProvisioned, false, "Deleted", fmt.Sprintf("LV %s removed; nothing of the volume is left on disk", removed))
+	setCondition(&st.Conditions, vol.Generation, v1.ConditionProvisioned, false, v1.ReasonLVDeleted, fmt.Sprintf("LV %s removed; nothing of the volume is left on disk", removed))
 	return ctrl.Result{}, r.patch(ctx, vol, orig)
 }
 

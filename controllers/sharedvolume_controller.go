@@ -441,7 +441,7 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 // sets Provisioned (reason Creating) when it first assigns a create; agents overwrite it.
 func needsCleanupPass(vol *v1.SharedVolume) bool {
 	c := meta.FindStatusCondition(vol.Status.Conditions, v1.ConditionProvisioned)
-	return vol.Status.LVUUID == "" && c != nil && c.Reason != "Deleted"
+	return vol.Status.LVUUID == "" && c != nil && c.Reason != v1.ReasonLVDeleted
 }
 
 func (r *SharedVolumeReconciler) patchStatus(ctx context.Context, vol, orig *v1.SharedVolume) error {

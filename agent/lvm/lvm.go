@@ -3,6 +3,7 @@ package lvm
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,16 +36,15 @@ type Client struct {
 
 	mu      sync.Mutex
 	vgLocks map[string]*sync.Mutex
-	reports map[string]*reportRun // the latest shared report per VG (ReportAfter)
+	pending map[string]*lvsRun // per VG, the shared report not yet begun (ReportLVAfter)
 }
 
-// reportRun is one report of a VG shared by the callers of ReportAfter.
-type reportRun struct {
-	begun   bool
-	started time.Time // when it got the VG's metadata mutex: it sees every change before
-	rep     *Report
-	err     error
-	done    chan struct{}
+// lvsRun is one `lvs` of several LVs of a VG, shared by the callers of ReportLVAfter.
+type lvsRun struct {
+	names []string // the LVs asked for; fixed once the run has begun
+	lvs   map[string]*LV
+	err   error
+	done  chan struct{}
 }
 
 // New returns a client over an executor.
@@ -117,60 +117,60 @@ func (c *Client) ReportLV(ctx context.Context, vg, lv string) (*LV, error) {
 	if err := validatePair(vg, lv); err != nil {
 		return nil, err
 	}
-	res, err := c.run(ctx, LVReportArgs(vg, lv))
-	if KindOf(err) == KindLVNotFound {
-		return nil, nil
-	} else if err != nil {
-		return nil, err
-	}
-	return ParseLVReport(res.Stdout)
+	lvs, err := c.reportLVs(ctx, vg, []string{lv})
+	return lvs[lv], err
 }
 
-// ReportAfter returns a report of vg that reflects every metadata change this client made
-// before t: a report run that got the VG's metadata mutex at or after t (running, done, or
-// still waiting for the mutex) is shared, otherwise a new one runs. It runs under the
-// mutex, so it neither waits on the VG lock for this host's own lvcreate nor makes one
-// wait. Creates that finish close together (a batch of volumes) then cost one report
-// between them instead of one each; `lvcreate` cannot print the new LV's UUID, and every
-// LVM command has a fixed start-up cost (~0.2 s on the test bed) that a report pays too.
-func (c *Client) ReportAfter(ctx context.Context, vg string, t time.Time) (*Report, error) {
-	if err := ValidateVGName(vg); err != nil {
-		return nil, &Error{Kind: KindInvalidName, Err: err}
+// reportLVs runs one `lvs` of the named LVs of vg; the ones that do not exist are missing
+// from the map (LVM reports the others and exits 5).
+func (c *Client) reportLVs(ctx context.Context, vg string, names []string) (map[string]*LV, error) {
+	res, err := c.run(ctx, LVReportArgs(vg, names...))
+	if err != nil && KindOf(err) != KindLVNotFound {
+		return nil, err
+	}
+	return ParseLVsReport(res.Stdout)
+}
+
+// ReportLVAfter reports LV lv of vg as it is after every metadata change this client made
+// before the call (nil if it does not exist). Callers that arrive while a report waits for
+// the VG's metadata mutex join it: a batch of creates costs one `lvs` of their new LVs
+// instead of one each (`lvcreate` cannot print the new LV's UUID, and every LVM command
+// has a fixed start-up cost, ~0.2 s on the test bed), and that report's size is the
+// batch's, not the VG's. It runs under the mutex, so it neither waits on the VG lock for
+// this host's own lvcreate nor makes one wait.
+func (c *Client) ReportLVAfter(ctx context.Context, vg, lv string) (*LV, error) {
+	if err := validatePair(vg, lv); err != nil {
+		return nil, err
 	}
 	c.mu.Lock()
-	if c.reports == nil {
-		c.reports = map[string]*reportRun{}
+	if c.pending == nil {
+		c.pending = map[string]*lvsRun{}
 	}
-	run := c.reports[vg]
-	if run == nil || (run.begun && run.started.Before(t)) || (isDone(run.done) && run.err != nil) {
-		run = &reportRun{done: make(chan struct{})}
-		c.reports[vg] = run
-		c.mu.Unlock()
+	run, owner := c.pending[vg], false
+	if run == nil {
+		run, owner = &lvsRun{done: make(chan struct{})}, true
+		c.pending[vg] = run
+	}
+	if !slices.Contains(run.names, lv) {
+		run.names = append(run.names, lv)
+	}
+	c.mu.Unlock()
+	if owner {
 		m := c.vgLock(vg)
 		m.Lock()
 		c.mu.Lock()
-		run.begun, run.started = true, time.Now()
+		delete(c.pending, vg) // from here on, callers need a run that begins after them
+		names := run.names
 		c.mu.Unlock()
-		run.rep, run.err = c.Report(ctx, vg)
+		run.lvs, run.err = c.reportLVs(ctx, vg, names)
 		m.Unlock()
 		close(run.done)
-	} else {
-		c.mu.Unlock()
 	}
 	select {
 	case <-run.done:
-		return run.rep, run.err
+		return run.lvs[lv], run.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
-	}
-}
-
-func isDone(ch chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
 	}
 }
 

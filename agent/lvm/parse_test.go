@@ -311,3 +311,22 @@ func TestStripExtent(t *testing.T) {
 		}
 	}
 }
+
+// One `lvs` of several LVs (a batch of creates): every LV by name; a missing one makes LVM
+// exit 5 but still report the others.
+func TestReportLVs(t *testing.T) {
+	lvs, err := ParseLVsReport(fixture(t, "lvs-two-lvs.out"))
+	if err != nil || len(lvs) != 2 || lvs["lv1"] == nil || lvs["lv2"] == nil || lvs["lv1"].UUID == lvs["lv2"].UUID ||
+		lvs["lv2"].Size != 32<<20 || len(lvs["lv2"].Devices) != 1 {
+		t.Fatalf("%+v %v", lvs, err)
+	}
+	if _, err := ParseLVReport(fixture(t, "lvs-two-lvs.out")); err == nil {
+		t.Fatal("two LVs where one was asked for: want an error")
+	}
+	stderr, code := splitErr(t, string(fixture(t, "lvs-one-of-two-missing.err")))
+	ex := &fixedResult{res: executor.Result{ExitCode: code, Stderr: []byte(stderr), Stdout: fixture(t, "lvs-one-of-two-missing.out")}}
+	got, err := New(ex).reportLVs(context.Background(), "vg1", []string{"lv1", "nosuchlv"})
+	if err != nil || len(got) != 1 || got["lv1"] == nil || got["nosuchlv"] != nil {
+		t.Fatalf("%+v %v", got, err)
+	}
+}

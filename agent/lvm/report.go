@@ -324,9 +324,25 @@ func segDevices(field string) []string {
 	return out
 }
 
-// ParseLVReport parses the `lvs` of LVReportArgs: one row per segment of the one LV. No row
+// ParseLVReport parses the `lvs` of LVReportArgs for one LV: one row per segment. No row
 // (the LV does not exist) is nil. It never panics on malformed input.
 func ParseLVReport(out []byte) (*LV, error) {
+	lvs, err := ParseLVsReport(out)
+	if err != nil || len(lvs) == 0 {
+		return nil, err
+	}
+	if len(lvs) > 1 {
+		return nil, fmt.Errorf("lvs report: %d LVs where one was asked for", len(lvs))
+	}
+	for _, lv := range lvs {
+		return lv, nil
+	}
+	return nil, nil
+}
+
+// ParseLVsReport parses the `lvs` of LVReportArgs: one row per segment of each LV, by LV
+// name. It never panics on malformed input.
+func ParseLVsReport(out []byte) (map[string]*LV, error) {
 	var raw struct {
 		Report []struct {
 			LV []lvRow `json:"lv"`
@@ -335,25 +351,28 @@ func ParseLVReport(out []byte) (*LV, error) {
 	if err := json.Unmarshal(out, &raw); err != nil {
 		return nil, fmt.Errorf("parsing lvs report: %w", err)
 	}
-	var rows []lvRow
-	for _, r := range raw.Report {
-		rows = append(rows, r.LV...)
-	}
-	if len(rows) == 0 {
-		return nil, nil
-	}
 	n := &numbers{}
-	lv := lvFromRow(n, &rows[0])
-	segs := make([]placement, 0, len(rows))
-	for _, r := range rows {
-		if r.UUID != lv.UUID {
-			return nil, fmt.Errorf("lvs report: rows of two LVs (%s, %s)", lv.UUID, r.UUID)
+	lvs := map[string]*LV{}
+	segs := map[string][]placement{}
+	for _, r := range raw.Report {
+		for i := range r.LV {
+			row := &r.LV[i]
+			lv, seen := lvs[row.Name]
+			if !seen {
+				l := lvFromRow(n, row)
+				lv = &l
+				lvs[row.Name] = lv
+			} else if lv.UUID != row.UUID {
+				return nil, fmt.Errorf("lvs report: two LVs named %s (%s, %s)", row.Name, lv.UUID, row.UUID)
+			}
+			segs[row.Name] = append(segs[row.Name], placement{start: n.int("seg_start_pe", row.SegStartPE), devs: segDevices(row.Devices)})
 		}
-		segs = append(segs, placement{start: n.int("seg_start_pe", r.SegStartPE), devs: segDevices(r.Devices)})
 	}
 	if n.err != nil {
 		return nil, n.err
 	}
-	lv.Devices = devicesInOrder(segs)
-	return &lv, nil
+	for name, lv := range lvs {
+		lv.Devices = devicesInOrder(segs[name])
+	}
+	return lvs, nil
 }

@@ -22,10 +22,14 @@ func FullReportArgs(vgs ...string) []string {
 	return append(args, vgs...)
 }
 
-// LVReportArgs is the argv of a report of one LV: the full report's LV fields and its
-// segments' placement, one row per segment. Operations on one volume read this instead of
-// the whole VG, so their cost does not grow with the number of LVs.
-func LVReportArgs(vg, lv string) []string {
-	return []string{"lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "--binary",
-		"-o", lvFields + ",seg_start_pe,devices", vg + "/" + lv}
+// LVReportArgs is the argv of a report of some LVs of a VG: the full report's LV fields and
+// their segments' placement, one row per segment. Operations on one volume read this
+// instead of the whole VG, so their cost does not grow with the number of LVs.
+func LVReportArgs(vg string, lvs ...string) []string {
+	args := []string{"lvs", "--reportformat", "json", "--units", "b", "--nosuffix", "--binary",
+		"-o", lvFields + ",seg_start_pe,devices"}
+	for _, lv := range lvs {
+		args = append(args, vg+"/"+lv)
+	}
+	return args
 }

@@ -3,35 +3,51 @@ package lvm
 import (
 	"context"
 	"os"
+	"slices"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 )
 
-// slowReports answers every command with a captured report after a delay, counting them.
-type slowReports struct {
-	out   []byte
-	calls atomic.Int32
+// slowLVs answers every `lvs` with a captured one-LV report after a delay (renaming its LV
+// to each one asked for), recording the LVs each call asked for.
+type slowLVs struct {
+	row   string // the captured report's row
 	delay time.Duration
+	mu    sync.Mutex
+	calls [][]string
 }
 
-func (s *slowReports) Run(ctx context.Context, argv []string) (executor.Result, error) {
-	s.calls.Add(1)
+func (s *slowLVs) Run(ctx context.Context, argv []string) (executor.Result, error) {
+	var names, rows []string
+	for _, a := range argv {
+		if vg, lv, ok := strings.Cut(a, "/"); ok && vg == "vg1" {
+			names = append(names, lv)
+			r := strings.ReplaceAll(s.row, `"lv_name":"lv1"`, `"lv_name":"`+lv+`"`)
+			rows = append(rows, strings.ReplaceAll(r, `"lv_uuid":"`, `"lv_uuid":"`+lv))
+		}
+	}
+	s.mu.Lock()
+	s.calls = append(s.calls, names)
+	s.mu.Unlock()
 	time.Sleep(s.delay)
-	return executor.Result{Stdout: s.out}, nil
+	return executor.Result{Stdout: []byte(`{"report":[{"lv":[` + strings.Join(rows, ",") + `]}]}`)}, nil
 }
 
-// Creates finishing while a report waits for (or holds) the VG's mutex share it; a create
-// finishing after a report began gets a new one.
-func TestReportAfterSharesReports(t *testing.T) {
-	out, err := os.ReadFile("testdata/report-two-lvs.out")
+// Creates finishing while a report waits for (or holds) the VG's mutex share one `lvs` of
+// all their LVs; a create finishing after a report began gets a new one.
+func TestReportLVAfterSharesReports(t *testing.T) {
+	out, err := os.ReadFile("testdata/lvs-one-lv.out")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ex := &slowReports{out: out, delay: 50 * time.Millisecond}
+	row := strings.TrimSpace(string(out))
+	row = row[strings.Index(row, `{"lv_name"`):]
+	row = row[:strings.Index(row, "}")+1]
+	ex := &slowLVs{row: row, delay: 50 * time.Millisecond}
 	c := New(ex)
 	ctx := context.Background()
 
@@ -39,30 +55,37 @@ func TestReportAfterSharesReports(t *testing.T) {
 	m := c.vgLock("vg1")
 	m.Lock()
 	var wg sync.WaitGroup
-	for i := 0; i < 5; i++ {
+	names := []string{"a", "b", "c", "d", "e"}
+	for _, n := range names {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := c.ReportAfter(ctx, "vg1", time.Now()); err != nil {
-				t.Error(err)
+			lv, err := c.ReportLVAfter(ctx, "vg1", n)
+			if err != nil || lv == nil || lv.Name != n || !strings.HasPrefix(lv.UUID, n) || lv.Size != 268435456 {
+				t.Errorf("%s: %+v %v", n, lv, err)
 			}
 		}()
 	}
 	time.Sleep(20 * time.Millisecond)
 	m.Unlock()
 	wg.Wait()
-	if n := ex.calls.Load(); n != 1 {
-		t.Fatalf("%d reports for 5 creates finished before any report began, want 1", n)
+	if len(ex.calls) != 1 {
+		t.Fatalf("%d reports for 5 creates finished before any report began, want 1: %v", len(ex.calls), ex.calls)
+	}
+	got := slices.Clone(ex.calls[0])
+	slices.Sort(got)
+	if !slices.Equal(got, names) {
+		t.Fatalf("the shared report asked for %v, want %v", got, names)
 	}
 
-	// After that report began: a new one.
-	if _, err := c.ReportAfter(ctx, "vg1", time.Now()); err != nil {
+	// After that report began: a new one, of that LV alone.
+	if _, err := c.ReportLVAfter(ctx, "vg1", "f"); err != nil {
 		t.Fatal(err)
 	}
-	if n := ex.calls.Load(); n != 2 {
-		t.Fatalf("%d reports, want 2: a change after a report began needs a new one", n)
+	if len(ex.calls) != 2 || !slices.Equal(ex.calls[1], []string{"f"}) {
+		t.Fatalf("reports %v: a change after a report began needs a new one", ex.calls)
 	}
-	if _, err := c.ReportAfter(ctx, "bad name!", time.Now()); KindOf(err) != KindInvalidName {
+	if _, err := c.ReportLVAfter(ctx, "bad name!", "a"); KindOf(err) != KindInvalidName {
 		t.Fatalf("invalid VG name: %v", err)
 	}
 }

@@ -9,6 +9,9 @@ const (
 	ConditionReady = "Ready"
 	// ConditionProvisioned: the LV of a SharedVolume exists in its VG.
 	ConditionProvisioned = "Provisioned"
+	// ReasonLVDeleted (Provisioned false): the executing agent removed every LV of the
+	// volume; the operator may drop the finalizer.
+	ReasonLVDeleted = "Deleted"
 	// ConditionLockApplied: the lock an attachment's node holds matches the desired mode.
 	ConditionLockApplied = "LockApplied"
 	// ConditionDeletionBlocked: a delete waits for something (for example attachments).

@@ -973,28 +973,36 @@ func (c *Cluster) pvmove(host int, argv []string) executor.Result {
 	return ok("")
 }
 
-// lvs models `lvs` of one LV (lvm.LVReportArgs: its fields and its segment's, one row) and
-// of a VG's LVs with pvmove progress.
+// lvs models `lvs` of some LVs (lvm.LVReportArgs: their fields and their segment's, one row
+// each) and of a VG's LVs with pvmove progress.
 func (c *Cluster) lvs(argv []string) executor.Result {
-	name := argv[len(argv)-1]
-	vgName, lvName, one := strings.Cut(name, "/")
-	if !one {
+	if !strings.Contains(argv[len(argv)-1], "/") {
 		return c.lvsMove(argv)
 	}
-	v, exists := c.vgs[vgName]
-	if !exists {
-		return fail(5, fmt.Sprintf("  Volume group \"%s\" not found\n  Cannot process volume group %s\n", vgName, vgName))
-	}
 	var rows []map[string]string
-	l, exists := v.lvs[lvName]
-	if exists {
+	var stderr strings.Builder
+	for _, name := range argv[1:] {
+		vgName, lvName, one := strings.Cut(name, "/")
+		if !one || strings.HasPrefix(name, "-") {
+			continue
+		}
+		v, exists := c.vgs[vgName]
+		if !exists {
+			fmt.Fprintf(&stderr, "  Volume group \"%s\" not found\n  Cannot process volume group %s\n", vgName, vgName)
+			continue
+		}
+		l, exists := v.lvs[lvName]
+		if !exists {
+			fmt.Fprintf(&stderr, "  Failed to find logical volume \"%s\"\n", name)
+			continue
+		}
 		row := lvRow(v, l)
 		row["seg_start_pe"], row["devices"] = "0", strings.Join(l.devices, "(0),")+"(0)"
 		rows = append(rows, row)
 	}
 	b, _ := json.Marshal(map[string]any{"report": []any{map[string]any{"lv": rows}}})
-	if !exists {
-		return executor.Result{ExitCode: 5, Stdout: b, Stderr: []byte(fmt.Sprintf("  Failed to find logical volume \"%s\"\n", name))}
+	if stderr.Len() > 0 {
+		return executor.Result{ExitCode: 5, Stdout: b, Stderr: []byte(stderr.String())}
 	}
 	return ok(string(b))
 }

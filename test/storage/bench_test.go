@@ -151,6 +151,8 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 	}
 	rawBatch := time.Since(start)
 	rows = append(rows, benchRow{fmt.Sprintf("%d creates at once → all Available", batch), fmt.Sprintf("%d such lvcreate in sequence", batch), crBatch, rawBatch, 1.2})
+	batchCreate := agentCreateTimes(t, cl, "batch-")
+	sort.Slice(batchCreate, func(i, j int) bool { return batchCreate[i] < batchCreate[j] })
 
 	// Reboot restore of N volumes attached on host1 (the batch's, plus more when
 	// SHAREDLVM_RESTORE_N asks for more), vs lockspace join alone and vs one lvchange per LV.
@@ -251,6 +253,10 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 	if len(agentCreate) > 0 {
 		fmt.Fprintf(&md, "\nCreate, where the time goes (medians): the agent's own create (lvcreate, then the report that names the new LV's UUID and lease) %.2f s of the %.2f s; the rest is the API round trips (the operator assigns the create to a node, the agent records the LV, the operator makes the volume Available) and the watches between them.\n",
 			median(agentCreate).Seconds(), median(crCreate).Seconds())
+	}
+	if n := len(batchCreate); n > 0 {
+		fmt.Fprintf(&md, "\n%d creates at once, the agent's own create times (lvcreate, and waiting for the report it shares): median %.2f s, p90 %.2f s, max %.2f s.\n",
+			n, batchCreate[n/2].Seconds(), batchCreate[n*9/10].Seconds(), batchCreate[n-1].Seconds())
 	}
 	fmt.Fprintf(&md, "\nRestore: lvmlockd takes the LV leases one after another, %.0f ms each on this bed (one lvchange of all %d LVs, %.1f s), so a restore of N attachments needs the lockspace join plus N such lease acquisitions at least.\n",
 		float64(rawOne.Milliseconds())/float64(restoreN), restoreN, rawOne.Seconds())

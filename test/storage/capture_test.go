@@ -70,6 +70,8 @@ func TestCaptureFixtures(t *testing.T) {
 	save(lvmDir, "", h1, "lvcreate", "-y", "-an", "-n", "lv2", "-L", "32m", "vg1")
 	save(lvmDir, "lvs-one-lv", h1, lvm.LVReportArgs("vg1", "lv1")...)
 	save(lvmDir, "lvs-lv-not-found", h1, lvm.LVReportArgs("vg1", "nosuchlv")...)
+	save(lvmDir, "lvs-two-lvs", h1, lvm.LVReportArgs("vg1", "lv1", "lv2")...)
+	save(lvmDir, "lvs-one-of-two-missing", h1, lvm.LVReportArgs("vg1", "lv1", "nosuchlv")...)
 	save(lvmDir, "lvs-vg-not-found", h1, lvm.LVReportArgs("nosuchvg", "lv1")...)
 	report("report-two-lvs", h1)
 	save(slDir, "status-exclusive", h1, "sanlock", "client", "status")
