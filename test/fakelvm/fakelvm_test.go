@@ -2,6 +2,7 @@ package fakelvm
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
@@ -10,11 +11,7 @@ import (
 // The cached full report follows every metadata change and survives lock changes; the
 // one-LV report answers like LVM (nil for a missing LV, an error for a missing VG).
 func TestReportsFollowTheModel(t *testing.T) {
-	c := New()
-	c.CreateVG("vg1", map[string]int64{"/dev/sdb": 1 << 30})
-	h := c.Host(1)
-	c.LockstartAll("vg1", 1)
-	cl := lvm.New(h)
+	c, cl := oneHost(1 << 30)
 	ctx := context.Background()
 	count := func() int {
 		t.Helper()
@@ -75,5 +72,34 @@ func TestReportsFollowTheModel(t *testing.T) {
 	}
 	if _, err := cl.ReportLV(ctx, "nosuchvg", "a"); lvm.KindOf(err) != lvm.KindVGNotFound {
 		t.Fatalf("missing VG: %v", err)
+	}
+}
+
+// oneHost is a model with VG vg1 on one PV of size bytes, and host 1 in its lockspace.
+func oneHost(size int64) (*Cluster, *lvm.Client) {
+	c := New()
+	c.CreateVG("vg1", map[string]int64{"/dev/sdb": size})
+	h := c.Host(1)
+	c.LockstartAll("vg1", 1)
+	return c, lvm.New(h)
+}
+
+// The agents' parse of a 10,000-LV report (each agent parses its VG's every cycle).
+func BenchmarkParse10kLVReport(b *testing.B) {
+	c, cl := oneHost(1 << 50)
+	ctx := context.Background()
+	for i := 0; i < 10000; i++ {
+		tags := []string{fmt.Sprintf("sharedlvm.io/uid=0a1b2c3d-0000-4000-8000-%012d", i), "sharedlvm.io/managed"}
+		if err := cl.CreateLV(ctx, "vg1", fmt.Sprintf("lv%05d", i), 8<<20, lvm.CreateOptions{Tags: tags, Activate: lvm.Deactivate}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	res, _ := c.Host(1).Run(ctx, lvm.FullReportArgs("vg1"))
+	b.SetBytes(int64(len(res.Stdout)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := lvm.ParseFullReport(res.Stdout); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
