@@ -89,3 +89,42 @@ func TestReportLVAfterSharesReports(t *testing.T) {
 		t.Fatalf("invalid VG name: %v", err)
 	}
 }
+
+// countingReports answers every command with a captured full report, counting them.
+type countingReports struct {
+	out   []byte
+	mu    sync.Mutex
+	calls int
+}
+
+func (c *countingReports) Run(ctx context.Context, argv []string) (executor.Result, error) {
+	c.mu.Lock()
+	c.calls++
+	c.mu.Unlock()
+	return executor.Result{Stdout: c.out}, nil
+}
+
+// A periodic report waits while this host changes the VG's metadata.
+func TestReportBetweenChangesWaitsForChanges(t *testing.T) {
+	out, err := os.ReadFile("testdata/report-two-lvs.out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := &countingReports{out: out}
+	c := New(ex)
+	m := c.vgLock("vg1")
+	m.Lock()
+	done := make(chan error)
+	go func() {
+		_, err := c.ReportBetweenChanges(context.Background(), "vg1")
+		done <- err
+	}()
+	time.Sleep(30 * time.Millisecond)
+	ex.mu.Lock()
+	early := ex.calls
+	ex.mu.Unlock()
+	m.Unlock()
+	if err := <-done; err != nil || early != 0 {
+		t.Fatalf("report ran during a change (%d calls) or failed: %v", early, err)
+	}
+}
