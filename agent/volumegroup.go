@@ -131,7 +131,7 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 	}
 
-	report, repErr := r.Node.LVM.ReportBetweenChanges(ctx, vgName)
+	report, repErr := r.Node.LVM.Report(ctx, vgName)
 	if lvm.KindOf(repErr) == lvm.KindVGNotFound && vg.Status.CreateNode == r.Node.Name && slErr == nil {
 		report, repErr = r.createVG(ctx, &vg)
 		if repErr == nil {

@@ -112,19 +112,6 @@ func (c *Client) Report(ctx context.Context, vgs ...string) (*Report, error) {
 	return ParseFullReport(res.Stdout)
 }
 
-// ReportBetweenChanges is Report of one VG run under the VG's metadata mutex. A report holds
-// the VG lock shared while it reads, and this host's own metadata changes need it
-// exclusive: a node's periodic report then never makes its own lvcreate wait for the lock.
-func (c *Client) ReportBetweenChanges(ctx context.Context, vg string) (*Report, error) {
-	if err := ValidateVGName(vg); err != nil {
-		return nil, &Error{Kind: KindInvalidName, Err: err}
-	}
-	m := c.vgLock(vg)
-	m.Lock()
-	defer m.Unlock()
-	return c.Report(ctx, vg)
-}
-
 // ReportLV reports one LV; nil when the VG has no LV of that name.
 func (c *Client) ReportLV(ctx context.Context, vg, lv string) (*LV, error) {
 	if err := validatePair(vg, lv); err != nil {
