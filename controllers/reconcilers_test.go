@@ -163,6 +163,9 @@ var _ = Describe("VolumeAttachment reconciler: the lock rule through the status 
 		b := newAttachment(ns, "vol-mig-b", "vol-mig", "node-b", v1.PurposeMigrationTarget)
 		Expect(k8s.Create(ctx, b)).To(Succeed())
 		Eventually(func() v1.LockMode { return desired(a) }).Should(Equal(v1.LockShared))
+		// The newcomer's status may not be written yet (desired lock ""): wait for the
+		// operator's None before checking that it stays so.
+		Eventually(func() v1.LockMode { return desired(b) }).Should(Equal(v1.LockNone))
 		Consistently(func() v1.LockMode { return desired(b) }, "1s").Should(Equal(v1.LockNone))
 		agentReports(a, v1.LockShared)
 		Eventually(func() v1.LockMode { return desired(b) }).Should(Equal(v1.LockShared))
