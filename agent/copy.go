@@ -79,9 +79,12 @@ func (r *VolumeAgent) copyData(ctx context.Context, vol *v1.SharedVolume, op, sr
 // ensureLV creates the volume's LV inactive (-an: nobody holds a new LV's lock) or, when an
 // LV of that name exists, adopts it if it carries the volume's owner tag (created before a
 // crash: never a second one) and refuses it otherwise. lvcreate comes first, with no report
-// before it: the common case costs lvcreate plus the one report that reads the new LV's
-// UUID (lvcreate cannot print it).
-func (r *VolumeAgent) ensureLV(ctx context.Context, vol *v1.SharedVolume, vgName, lvName string, size int64, pvs []string) (*lvm.LV, bool, error) {
+// before it. lvcreate cannot print the new LV's UUID: the common case reads it from the
+// metadata lvcreate committed (two small in-process reads of a PV); one `lvs` of the LV is
+// the fallback (an executor that cannot read devices, a newer commit by another host, an
+// adopted LV).
+func (r *VolumeAgent) ensureLV(ctx context.Context, vol *v1.SharedVolume, vg *v1.VolumeGroup, lvName string, size int64) (*lvm.LV, bool, error) {
+	vgName, pvs := string(vg.Spec.VGName), devicePaths(vol.Spec.PVs)
 	tag := v1.OwnerTag(string(vol.UID))
 	err := r.Node.LVM.CreateLV(ctx, vgName, lvName, size, lvm.CreateOptions{
 		Tags: []string{tag, v1.TagManaged}, PVs: pvs, Activate: lvm.Deactivate})
@@ -89,10 +92,28 @@ func (r *VolumeAgent) ensureLV(ctx context.Context, vol *v1.SharedVolume, vgName
 	if err != nil && lvm.KindOf(err) != lvm.KindAlreadyExists {
 		return nil, false, err
 	}
-	lv, rerr := r.Node.LVM.ReportLVAfter(ctx, vgName, lvName)
+	var lv *lvm.LV
+	if created {
+		// What lvcreate just committed, read from a PV in-process: no second LVM command
+		// (and no VG lock held shared against the other hosts' creates) to learn the UUID.
+		var cerr error
+		if lv, cerr = r.Node.LVM.CommittedLV(ctx, vgName, lvName, append(pvs, devicePaths(vg.Spec.PVs)...)); cerr != nil || lv == nil {
+			log.FromContext(ctx).V(1).Info("not reading the new LV from the committed metadata; asking LVM", "lv", vgName+"/"+lvName, "reason", fmt.Sprint(cerr))
+			lv = nil
+		} else {
+			metrics.CountCreatedLVRead(r.Node.Name, metrics.SourceCommittedMetadata)
+		}
+	}
+	if lv == nil {
+		var rerr error
+		if lv, rerr = r.Node.LVM.ReportLVAfter(ctx, vgName, lvName); rerr != nil {
+			return nil, false, rerr
+		}
+		if created {
+			metrics.CountCreatedLVRead(r.Node.Name, metrics.SourceLVs)
+		}
+	}
 	switch {
-	case rerr != nil:
-		return nil, false, rerr
 	case lv == nil:
 		return nil, false, fmt.Errorf("LV %s/%s not found after lvcreate", vgName, lvName)
 	case !lv.HasTag(tag):
@@ -102,12 +123,12 @@ func (r *VolumeAgent) ensureLV(ctx context.Context, vol *v1.SharedVolume, vgName
 	return lv, created, nil
 }
 
-func specPVs(vol *v1.SharedVolume) []string {
-	pvs := make([]string, 0, len(vol.Spec.PVs))
-	for _, p := range vol.Spec.PVs {
-		pvs = append(pvs, string(p))
+func devicePaths(ds []v1.DevicePath) []string {
+	out := make([]string, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, string(d))
 	}
-	return pvs
+	return out
 }
 
 // snapshotName is the temporary snapshot a copy of an attached volume reads from: one per
@@ -204,7 +225,7 @@ func (r *VolumeAgent) createCopy(ctx context.Context, vol *v1.SharedVolume) (ctr
 	defer r.Node.LockLV(vgName + "/" + lvName)()
 	defer r.Node.LockLV(src.Status.LVUUID)() // this node's attach of the source waits for the copy
 	size := max(vol.Spec.Size.Value(), src.Status.AllocatedSize.Value())
-	target, created, err := r.ensureLV(ctx, vol, vgName, lvName, size, specPVs(vol))
+	target, created, err := r.ensureLV(ctx, vol, vg, lvName, size)
 	if err != nil {
 		return r.fail(ctx, vol, orig, "Copy", err)
 	}
@@ -263,7 +284,7 @@ func (r *VolumeAgent) migrate(ctx context.Context, vol *v1.SharedVolume) (ctrl.R
 	defer r.Node.LockLV(from.LVUUID)()
 	defer r.Node.LockLV(vgName + "/" + lvName)()
 	size := max(vol.Spec.Size.Value(), st.AllocatedSize.Value())
-	target, _, err := r.ensureLV(ctx, vol, vgName, lvName, size, specPVs(vol))
+	target, _, err := r.ensureLV(ctx, vol, vg, lvName, size)
 	if err != nil {
 		return r.fail(ctx, vol, orig, "Migrate", err)
 	}

@@ -122,7 +122,7 @@ func (r *VolumeAgent) create(ctx context.Context, vol *v1.SharedVolume) (ctrl.Re
 	vgName, lvName := string(vg.Spec.VGName), vol.LVName()
 	defer r.Node.LockLV(vgName + "/" + lvName)()
 	t0 := time.Now()
-	lv, created, err := r.ensureLV(ctx, vol, vgName, lvName, vol.Spec.Size.Value(), specPVs(vol))
+	lv, created, err := r.ensureLV(ctx, vol, vg, lvName, vol.Spec.Size.Value())
 	if err != nil {
 		return r.fail(ctx, vol, orig, "Create", err)
 	}

@@ -44,6 +44,16 @@ var (
 		Name: "sharedlvm_operation_failures_total",
 		Help: "Failed storage operations by operation, node and reason (the LVM error kind, e.g. LockHeldByOtherHost).",
 	}, []string{"operation", "node", "reason"})
+	createdLVReads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sharedlvm_created_lv_reads_total",
+		Help: "How a node learned a new LV's UUID, lease and placement after lvcreate: from the metadata lvcreate committed, read from a PV in-process (source committed-metadata), or with one lvs (source lvs: another host committed in between, or the agent cannot read the devices).",
+	}, []string{"node", "source"})
+)
+
+// Sources of a new LV's description, in sharedlvm_created_lv_reads_total.
+const (
+	SourceCommittedMetadata = "committed-metadata"
+	SourceLVs               = "lvs"
 )
 
 // state is the one state collector of the process; the operator points it at its cache
@@ -51,7 +61,7 @@ var (
 var state = &StateCollector{}
 
 func init() {
-	crmetrics.Registry.MustRegister(operationSeconds, operationFailures, state)
+	crmetrics.Registry.MustRegister(operationSeconds, operationFailures, createdLVReads, state)
 }
 
 // CollectStateFrom makes the process's metrics endpoint report VG and lock state read from r
@@ -65,6 +75,11 @@ func CollectStateFrom(r client.Reader, hb *heartbeat.Tracker) {
 // ObserveOperation records one successful operation's duration.
 func ObserveOperation(op, node string, d time.Duration) {
 	operationSeconds.WithLabelValues(op, node).Observe(d.Seconds())
+}
+
+// CountCreatedLVRead records how a node read a new LV after lvcreate.
+func CountCreatedLVRead(node, source string) {
+	createdLVReads.WithLabelValues(node, source).Inc()
 }
 
 // CountFailure records one failed operation.

@@ -8,10 +8,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
+	"unsafe"
 )
 
 // Result is what one command produced.
@@ -82,4 +85,67 @@ func HostRoot() bool {
 	self, err1 := os.Readlink("/proc/self/ns/mnt")
 	host, err2 := os.Readlink("/proc/1/ns/mnt")
 	return err1 == nil && err2 == nil && self != host
+}
+
+// DeviceReader is implemented by executors that can read a node's block devices in their
+// own process. A read costs no process start-up (hundreds of milliseconds for an LVM
+// command), so callers use it, where they can, to read what an LVM command they just ran
+// committed to disk. Executors without it make those callers run the LVM command instead.
+type DeviceReader interface {
+	// ReadDevice returns n bytes of the device at off, read past the page cache (O_DIRECT):
+	// another host may have written the LUN since this one last read it.
+	ReadDevice(ctx context.Context, path string, off, n int64) ([]byte, error)
+}
+
+// ReadDevice implements DeviceReader. A containerized agent sees the host's devices in its
+// own /dev (the chart mounts it), so no namespace is entered for a read.
+func (l Local) ReadDevice(ctx context.Context, path string, off, n int64) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return ReadDirect(path, off, n)
+}
+
+// directAlign is the alignment O_DIRECT needs of offsets, lengths and buffers on any
+// logical block size up to 4 KiB.
+const directAlign = 4096
+
+// maxDeviceRead bounds one read: VG metadata areas are at most a few MiB.
+const maxDeviceRead = 64 << 20
+
+// ReadDirect reads n bytes at off of a file or block device with O_DIRECT, through an
+// aligned window around the range. It is shared with the test bed's guest daemon.
+func ReadDirect(path string, off, n int64) ([]byte, error) {
+	if off < 0 || n < 0 || n > maxDeviceRead {
+		return nil, fmt.Errorf("read %s: bad range %d+%d", path, off, n)
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	start := off &^ (directAlign - 1)
+	end := (off + n + directAlign - 1) &^ (directAlign - 1)
+	raw := make([]byte, end-start+directAlign)
+	pad := 0
+	if r := int(uintptr(unsafe.Pointer(&raw[0])) & (directAlign - 1)); r != 0 {
+		pad = directAlign - r
+	}
+	buf := raw[pad : pad+int(end-start)]
+	got := 0
+	for got < len(buf) {
+		m, err := f.ReadAt(buf[got:], start+int64(got))
+		got += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s at %d: %w", path, start+int64(got), err)
+		}
+	}
+	lo := int(off - start)
+	if got < lo+int(n) {
+		return nil, fmt.Errorf("read %s: %d bytes at %d past the end", path, n, off)
+	}
+	return buf[lo : lo+int(n)], nil
 }

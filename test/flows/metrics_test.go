@@ -60,6 +60,8 @@ var _ = Describe("Prometheus metrics", func() {
 			g.Expect(m).To(HaveKeyWithValue(`sharedlvm_volumes{phase="InUse"}`, BeNumerically(">=", 1)))
 			g.Expect(m).To(HaveKeyWithValue(MatchRegexp(`sharedlvm_operation_duration_seconds_count\{node="node-\d",operation="create"\}`), BeNumerically(">=", 1)))
 			g.Expect(m).To(HaveKeyWithValue(`sharedlvm_operation_duration_seconds_count{node="node-1",operation="attach"}`, BeNumerically(">=", 1)))
+			// The storage model cannot be read as a device: its creates learn the UUID with lvs.
+			g.Expect(m).To(HaveKeyWithValue(MatchRegexp(`sharedlvm_created_lv_reads_total\{node="node-\d",source="lvs"\}`), BeNumerically(">=", 1)))
 		}).Should(Succeed())
 
 		By("a refused lock counts as a failure with its reason")

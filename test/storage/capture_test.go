@@ -3,7 +3,10 @@
 package storage
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,16 +20,16 @@ import (
 
 // TestCaptureFixtures re-records the parser fixtures from the real tools on the bed.
 // It only runs when asked: SHAREDLVM_CAPTURE=1 go test -tags storage -run TestCaptureFixtures ./test/storage/
-// and writes agent/lvm/testdata and agent/sanlock/testdata. SHAREDLVM_CAPTURE_ONLY=PREFIX
-// re-records only the fixtures whose names start with PREFIX (the others keep the values
-// their tests assert).
+// and writes agent/lvm/testdata and agent/sanlock/testdata. SHAREDLVM_CAPTURE_ONLY=P1,P2...
+// re-records only the fixtures whose names start with one of the prefixes (the others keep
+// the values their tests assert).
 func TestCaptureFixtures(t *testing.T) {
 	if os.Getenv("SHAREDLVM_CAPTURE") == "" {
 		t.Skip("set SHAREDLVM_CAPTURE=1 to re-record fixtures")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	bed, err := testbed.New(ctx, testbed.Config{Name: t.Name(), Hosts: 2, LUNs: 3, LUNSize: 1 << 30, IOTimeout: 3})
+	bed, err := testbed.New(ctx, testbed.Config{Name: t.Name(), Hosts: 2, LUNs: 4, LUNSize: 1 << 30, IOTimeout: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,13 +43,21 @@ func TestCaptureFixtures(t *testing.T) {
 		}
 	}
 	var log strings.Builder
+	wanted := func(name string) bool {
+		for _, p := range strings.Split(os.Getenv("SHAREDLVM_CAPTURE_ONLY"), ",") {
+			if strings.HasPrefix(name, p) {
+				return true
+			}
+		}
+		return false
+	}
 	save := func(dir, name string, h *testbed.Host, argv ...string) string {
 		r, err := h.Run(ctx, argv)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		fmt.Fprintf(&log, "[%s] $ %s\n  rc=%d %v\n", h.Name, strings.Join(argv, " "), r.ExitCode, r.Duration.Round(time.Millisecond))
-		if name != "" && strings.HasPrefix(name, os.Getenv("SHAREDLVM_CAPTURE_ONLY")) {
+		if name != "" && wanted(name) {
 			if len(r.Stdout) > 0 {
 				os.WriteFile(filepath.Join(dir, name+".out"), r.Stdout, 0o644)
 			}
@@ -57,6 +68,23 @@ func TestCaptureFixtures(t *testing.T) {
 		return string(r.Stdout)
 	}
 	report := func(name string, h *testbed.Host) { save(lvmDir, name, h, lvm.FullReportArgs("vg1")...) }
+	// head saves a PV's first MiB (label and first metadata area), gzipped, as read in the
+	// guest daemon's process with O_DIRECT, like the agent reads committed metadata.
+	head := func(name string, h *testbed.Host, dev string) []byte {
+		b, err := h.ReadDevice(ctx, dev, 0, 1<<20)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		fmt.Fprintf(&log, "[%s] read %s 0+%d\n", h.Name, dev, len(b))
+		if wanted(name) {
+			var z bytes.Buffer
+			w := gzip.NewWriter(&z)
+			w.Write(b)
+			w.Close()
+			os.WriteFile(filepath.Join(lvmDir, name+".bin.gz"), z.Bytes(), 0o644)
+		}
+		return b
+	}
 
 	ver := save(lvmDir, "", h1, "lvm", "version")
 	slver := save(slDir, "", h1, "sanlock", "version")
@@ -68,6 +96,8 @@ func TestCaptureFixtures(t *testing.T) {
 	save(lvmDir, "lockstart-retry", h2, "vgchange", "--lockstart", "vg1")
 	save(lvmDir, "lvcreate", h1, "lvcreate", "-y", "-n", "lv1", "-L", "268435456b", "--addtag", "sharedlvm.io/uid=0a1b2c3d-0000-4000-8000-000000000001", "--addtag", "sharedlvm.io/managed", "vg1", "/dev/vdb")
 	save(lvmDir, "", h1, "lvcreate", "-y", "-an", "-n", "lv2", "-L", "32m", "vg1")
+	head("mda-two-lvs", h1, "/dev/vda")
+	save(lvmDir, "mda-two-lvs-pvck", h1, "pvck", "--dump", "headers", "/dev/vda")
 	save(lvmDir, "lvs-one-lv", h1, lvm.LVReportArgs("vg1", "lv1")...)
 	save(lvmDir, "lvs-lv-not-found", h1, lvm.LVReportArgs("vg1", "nosuchlv")...)
 	save(lvmDir, "lvs-two-lvs", h1, lvm.LVReportArgs("vg1", "lv1", "lv2")...)
@@ -121,6 +151,37 @@ func TestCaptureFixtures(t *testing.T) {
 	save(lvmDir, "", h1, "lvchange", "-an", "vg1/vol03", "vg1/vol04")
 	save(slDir, "host-status", h2, "sanlock", "client", "host_status", "-s", "lvm_vg1", "-D")
 	save(slDir, "status-D", h1, "sanlock", "client", "status", "-D")
+	// Host2 commits last: host1's reads of the metadata must not vouch for its device paths.
+	save(lvmDir, "", h2, "lvcreate", "-y", "-an", "-Zn", "-n", "fromhost2", "-L", "8m", "vg1")
+	head("mda-foreign", h1, "/dev/vda")
+	// A local VG with a 60 KiB metadata area, changed until its ring buffer comes round:
+	// lvm 2.03.16 never splits a text over the end of the ring (older versions did, and
+	// lvm still reads such texts); it starts again at the beginning, older texts remaining
+	// after it.
+	save(lvmDir, "", h1, "vgcreate", "--dataalignment", "64k", "--metadatasize", "32k", "vgw", "/dev/vdd")
+	var last uint64
+	for i := 0; ; i++ {
+		save(lvmDir, "", h1, "lvcreate", "-y", "-an", "-Zn", "-n", fmt.Sprintf("w%d", i%4), "-L", "4m", "--addtag", "sharedlvm.io/uid=0a1b2c3d-0000-4000-8000-0000000000ff", "vgw")
+		b, err := h1.ReadDevice(ctx, "/dev/vdd", 4096, 512)
+		if err != nil {
+			t.Fatal(err)
+		}
+		le := binary.LittleEndian
+		if off := le.Uint64(b[40:48]); off < last {
+			t.Logf("vgw's ring came round after %d commits: text at %d, the previous one at %d, area %d", i+1, off, last, le.Uint64(b[32:40]))
+			break
+		} else {
+			last = off
+		}
+		if i > 400 {
+			t.Fatal("vgw's metadata ring never came round")
+		}
+		if i%4 == 3 {
+			save(lvmDir, "", h1, "lvremove", "-y", "vgw")
+		}
+	}
+	head("mda-ring-restarted", h1, "/dev/vdd")
+	save(lvmDir, "mda-ring-restarted-pvck", h1, "pvck", "--dump", "headers", "/dev/vdd")
 	save(lvmDir, "lockstop-active", h1, "vgchange", "--lockstop", "vg1")
 	// A failed PV: wipe vdc's label from host2 (vdc holds no extents after the move back
 	// is not done, lv1 lives on vdc now; so wipe vda's neighbour instead: the unused space

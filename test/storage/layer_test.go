@@ -90,6 +90,45 @@ func TestSharedLVMLayer(t *testing.T) {
 		t.FailNow()
 	}
 
+	t.Run("a new LV read from the metadata lvcreate committed, in-process: what lvs says, or a refusal", func(t *testing.T) {
+		pvs := []string{"/dev/vda", "/dev/vdb", "/dev/vdc"}
+		if err := a.LVM.CreateLV(ctx, vg, "fresh", 24<<20, lvm.CreateOptions{Activate: lvm.Deactivate, Tags: []string{owner}}); err != nil {
+			t.Fatal(err)
+		}
+		var fromMeta, fromLVs *lvm.LV
+		if err := tm.time("read the committed metadata in-process (label + header, text)", func() (err error) {
+			fromMeta, err = a.LVM.CommittedLV(ctx, vg, "fresh", pvs)
+			return err
+		}); err != nil || fromMeta == nil {
+			t.Fatalf("%v %v", fromMeta, err)
+		}
+		if err := tm.time("lvs of that one LV", func() (err error) {
+			fromLVs, err = a.LVM.ReportLV(ctx, vg, "fresh")
+			return err
+		}); err != nil || fromLVs == nil {
+			t.Fatalf("%v %v", fromLVs, err)
+		}
+		if fromMeta.UUID != fromLVs.UUID || fromMeta.Size != fromLVs.Size || fromMeta.LockArgs != fromLVs.LockArgs ||
+			fmt.Sprint(fromMeta.Tags) != fmt.Sprint(fromLVs.Tags) || fmt.Sprint(fromMeta.Devices) != fmt.Sprint(fromLVs.Devices) {
+			t.Fatalf("metadata %+v\nlvs      %+v", fromMeta, fromLVs)
+		}
+		// Host2 commits next: host1 no longer vouches for the paths in the text.
+		if err := b.LVM.CreateLV(ctx, vg, "fresh2", 8<<20, lvm.CreateOptions{Activate: lvm.Deactivate, Tags: []string{owner}}); err != nil {
+			t.Fatal(err)
+		}
+		if lv, err := a.LVM.CommittedLV(ctx, vg, "fresh", pvs); !errors.Is(err, lvm.ErrForeignCommit) {
+			t.Fatalf("after host2's commit: %+v %v", lv, err)
+		}
+		if lv, err := b.LVM.CommittedLV(ctx, vg, "fresh2", pvs); err != nil || lv == nil || lv.Size != 8<<20 {
+			t.Fatalf("host2's own LV: %+v %v", lv, err)
+		}
+		for _, n := range []string{"fresh", "fresh2"} {
+			if err := a.LVM.RemoveLV(ctx, vg, n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
 	t.Run("ex to sh in place, sh on the second host; lvs lies, sanlock and lvmlockd do not", func(t *testing.T) {
 		if err := tm.time("lvchange -asy on the ex holder (convert in place)", func() error { return a.LVM.Activate(ctx, vg, lvm.Shared, "lv1") }); err != nil {
 			t.Fatal(err)

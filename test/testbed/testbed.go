@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -77,7 +78,10 @@ type Host struct {
 	boots   int
 }
 
-var _ executor.Executor = (*Host)(nil)
+var (
+	_ executor.Executor     = (*Host)(nil)
+	_ executor.DeviceReader = (*Host)(nil)
+)
 
 // CacheDir is the project's cache directory (same rule as the hack/ scripts).
 func CacheDir() string {
@@ -378,6 +382,22 @@ func (h *Host) Run(ctx context.Context, argv []string) (executor.Result, error) 
 	case <-ctx.Done():
 		return executor.Result{}, fmt.Errorf("%s: %s: %w", h.Name, strings.Join(argv, " "), ctx.Err())
 	}
+}
+
+// ReadDevice implements executor.DeviceReader: the guest daemon reads the range in its
+// own process, as an agent on a node reads its /dev.
+func (h *Host) ReadDevice(ctx context.Context, path string, off, n int64) ([]byte, error) {
+	r, err := h.Run(ctx, []string{protocol.ReadDevice, path, strconv.FormatInt(off, 10), strconv.FormatInt(n, 10)})
+	if err != nil {
+		return nil, err
+	}
+	if r.ExitCode != 0 {
+		return nil, fmt.Errorf("%s: %s", h.Name, strings.TrimSpace(string(r.Stderr)))
+	}
+	if int64(len(r.Stdout)) != n {
+		return nil, fmt.Errorf("%s: read %s: %d bytes, asked for %d", h.Name, path, len(r.Stdout), n)
+	}
+	return r.Stdout, nil
 }
 
 // MustRun is Run for test set-up steps: it fails unless the command exits 0.

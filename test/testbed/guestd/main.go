@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	"github.com/sharedlvm/sharedlvm-operator/test/testbed/protocol"
 )
 
@@ -225,6 +226,23 @@ func run(req protocol.Request) protocol.Response {
 		if errs := startDaemons(cmdline()["iot"]); len(errs) > 0 {
 			resp.Exit, resp.Stderr = 1, []byte(strings.Join(errs, "\n"))
 		}
+		return resp
+	case protocol.ReadDevice:
+		var off, n int64
+		if len(req.Argv) != 4 {
+			resp.Error = "usage: @pread PATH OFFSET LENGTH"
+			return resp
+		}
+		if _, err := fmt.Sscan(req.Argv[2]+" "+req.Argv[3], &off, &n); err != nil {
+			resp.Error = err.Error()
+			return resp
+		}
+		b, err := executor.ReadDirect(req.Argv[1], off, n)
+		if err != nil {
+			resp.Exit, resp.Stderr = 1, []byte(err.Error())
+			return resp
+		}
+		resp.Stdout = b
 		return resp
 	case protocol.KillDaemons:
 		for _, p := range []string{"/run/sanlock/sanlock.pid", "/run/lvmlockd.pid", "/run/lvmpolld.pid"} {

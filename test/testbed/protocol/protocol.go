@@ -33,4 +33,8 @@ const (
 	StartDaemons = "@start-daemons"
 	// KillDaemons SIGKILLs sanlock, lvmlockd and lvmpolld (a daemon crash, not a node crash).
 	KillDaemons = "@kill-daemons"
+	// ReadDevice ("@pread PATH OFFSET LENGTH") reads a byte range of a device in the guest
+	// daemon's own process with O_DIRECT, like an agent's in-process read on a node; stdout
+	// is the bytes.
+	ReadDevice = "@pread"
 )
