@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,6 +90,9 @@ func agentCreateTimes(t *testing.T, cl *cluster, prefix string) []time.Duration 
 }
 
 func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[len(s)/2]
@@ -115,14 +119,56 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 		return time.Since(start)
 	}
 
-	// create: SharedVolume → Available, vs lvcreate -an of the same size.
+	// create: SharedVolume → Available, vs lvcreate -an of the same size. Each lvcreate is
+	// traced: how long it took seen from the host, and inside the guest.
 	var crCreate, rawCreate []time.Duration
+	var traceMu sync.Mutex
+	lvcreateTook := map[string][]time.Duration{}
+	type span struct {
+		host, cmd  string
+		start, end time.Time
+	}
+	var spans []span
+	for _, n := range cl.nodes {
+		n.Trace(func(argv []string, took, inGuest time.Duration) {
+			traceMu.Lock()
+			spans = append(spans, span{n.Name, strings.Join(argv[:min(len(argv), 4)], " "), time.Now().Add(-took), time.Now()})
+			traceMu.Unlock()
+			if len(argv) < 4 || argv[0] != "lvcreate" {
+				return
+			}
+			side := "agent"
+			if strings.HasPrefix(argv[3], "raw-") {
+				side = "raw"
+			}
+			traceMu.Lock()
+			defer traceMu.Unlock()
+			lvcreateTook[side] = append(lvcreateTook[side], took)
+			lvcreateTook[side+" in guest"] = append(lvcreateTook[side+" in guest"], inGuest)
+		})
+	}
 	for i := 0; i < reps; i++ {
 		start := time.Now()
 		vol := cl.createVolume(fmt.Sprintf("bench-%d", i), "64Mi", true)
 		cl.wait("available", time.Minute, cl.available(vol))
 		crCreate = append(crCreate, time.Since(start))
 		rawCreate = append(rawCreate, timeRaw(a, rawLVCreate(fmt.Sprintf("raw-%d", i), 64<<20)...))
+	}
+	for _, n := range cl.nodes {
+		n.Trace(nil)
+	}
+	// What else ran, on either host, while the agent's lvcreates ran.
+	overlaps := 0
+	for _, c := range spans {
+		if !strings.HasPrefix(c.cmd, "lvcreate -y -n bench-") {
+			continue
+		}
+		for _, o := range spans {
+			if o != c && o.start.Before(c.end) && o.end.After(c.start) {
+				overlaps++
+				t.Logf("during %s on %s (%v): %s on %s (%v)", c.cmd, c.host, c.end.Sub(c.start).Round(time.Millisecond), o.cmd, o.host, o.end.Sub(o.start).Round(time.Millisecond))
+			}
+		}
 	}
 	rows = append(rows, benchRow{"create (SharedVolume → Available)", "lvcreate -an, the agent's argv", median(crCreate), median(rawCreate), 1.2})
 	agentCreate := agentCreateTimes(t, cl, "bench-")
@@ -278,6 +324,11 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 	if len(agentCreate) > 0 {
 		fmt.Fprintf(&md, "\nCreate, where the time goes (medians): the agent's own create (lvcreate, then reading the new LV's UUID and lease from the metadata it committed) %.2f s of the %.2f s; the rest is the API round trips (the operator assigns the create to a node, the agent records the LV, the operator makes the volume Available) and the watches between them.\n",
 			median(agentCreate).Seconds(), median(crCreate).Seconds())
+		traceMu.Lock()
+		fmt.Fprintf(&md, "The lvcreate itself, seen from the host (inside the guest): %.2f s (%.2f s) as the agent ran it, %.2f s (%.2f s) raw; other commands on either host while the agent's ran: %d.\n",
+			median(lvcreateTook["agent"]).Seconds(), median(lvcreateTook["agent in guest"]).Seconds(),
+			median(lvcreateTook["raw"]).Seconds(), median(lvcreateTook["raw in guest"]).Seconds(), overlaps)
+		traceMu.Unlock()
 	}
 	if n := len(batchCreate); n > 0 {
 		fmt.Fprintf(&md, "\n%d creates at once, the agent's own create times (waiting for the VG, lvcreate, reading what it committed): median %.2f s, p90 %.2f s, max %.2f s.\n",

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -76,6 +77,17 @@ type Host struct {
 	nextID  uint64
 	waiters map[uint64]chan protocol.Response
 	boots   int
+	trace   atomic.Pointer[func(argv []string, took, inGuest time.Duration)]
+}
+
+// Trace calls f after each command with how long it took from the host's side and inside
+// the guest (nil stops tracing): where a bench's time goes, command by command.
+func (h *Host) Trace(f func(argv []string, took, inGuest time.Duration)) {
+	if f == nil {
+		h.trace.Store(nil)
+		return
+	}
+	h.trace.Store(&f)
 }
 
 var (
@@ -370,6 +382,9 @@ func (h *Host) Run(ctx context.Context, argv []string) (executor.Result, error) 
 	select {
 	case r := <-ch:
 		res := executor.Result{Stdout: r.Stdout, Stderr: r.Stderr, ExitCode: r.Exit, Duration: time.Since(start)}
+		if f := h.trace.Load(); f != nil {
+			(*f)(argv, res.Duration, time.Duration(r.DurationMS)*time.Millisecond)
+		}
 		if r.Error != "" {
 			if strings.HasPrefix(r.Error, "timeout") {
 				return res, fmt.Errorf("%s: %s: %w", h.Name, strings.Join(argv, " "), context.DeadlineExceeded)

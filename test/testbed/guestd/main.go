@@ -205,9 +205,10 @@ func serve() {
 	}
 }
 
-func run(req protocol.Request) protocol.Response {
+// run answers one request; the named result lets the deferred timing reach the response.
+func run(req protocol.Request) (resp protocol.Response) {
 	start := time.Now()
-	resp := protocol.Response{ID: req.ID}
+	resp = protocol.Response{ID: req.ID}
 	defer func() { resp.DurationMS = time.Since(start).Milliseconds() }()
 	if len(req.Argv) == 0 {
 		resp.Error = "empty argv"
