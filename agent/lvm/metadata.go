@@ -77,36 +77,28 @@ func parsePVLabel(b []byte) (*pvLabel, error) {
 			return nil, fmt.Errorf("label in sector %d: pv_header offset %d out of the sector", s, off)
 		}
 		ph := sec[off:]
-		l := &pvLabel{UUID: string(ph[0:32])}
 		p := 40
-		next := func() (diskArea, bool) {
-			if p+16 > len(ph) {
-				return diskArea{}, false
+		// list reads one {offset, size} list, ended by {0, 0}.
+		list := func(what string) ([]diskArea, error) {
+			var out []diskArea
+			for ; p+16 <= len(ph); p += 16 {
+				a := diskArea{le.Uint64(ph[p : p+8]), le.Uint64(ph[p+8 : p+16])}
+				if a.Offset == 0 {
+					p += 16
+					return out, nil
+				}
+				out = append(out, a)
 			}
-			a := diskArea{le.Uint64(ph[p : p+8]), le.Uint64(ph[p+8 : p+16])}
-			p += 16
-			return a, true
+			return nil, fmt.Errorf("pv_header: unterminated %s area list", what)
 		}
-		for { // data areas
-			a, ok := next()
-			if !ok {
-				return nil, errors.New("pv_header: unterminated data area list")
-			}
-			if a.Offset == 0 {
-				break
-			}
+		if _, err := list("data"); err != nil {
+			return nil, err
 		}
-		for { // metadata areas
-			a, ok := next()
-			if !ok {
-				return nil, errors.New("pv_header: unterminated metadata area list")
-			}
-			if a.Offset == 0 {
-				break
-			}
-			l.MDAs = append(l.MDAs, a)
+		mdas, err := list("metadata")
+		if err != nil {
+			return nil, err
 		}
-		return l, nil
+		return &pvLabel{UUID: string(ph[0:32]), MDAs: mdas}, nil
 	}
 	return nil, errors.New("no LVM2 label in the first four sectors")
 }
