@@ -210,7 +210,10 @@ var ErrForeignCommit = errors.New("the VG metadata was last committed by another
 // this node's own LVM command just made: it vouches only for metadata this node wrote
 // last (else ErrForeignCommit), and knows nothing of activation, so the LV's activation
 // fields are zero. It is nil, nil when the metadata has no such LV. Callers fall back to
-// ReportLV on any error.
+// ReportLV on any error. "This node wrote last" is judged by LVM's creation_host (the
+// host name), so nodes must have distinct host names; what another host's commit could
+// change is only the device paths of the placement (UUID, lease, size and tags are the
+// same on every host).
 func (c *Client) CommittedLV(ctx context.Context, vg, lv string, devs []string) (*LV, error) {
 	if err := validatePair(vg, lv); err != nil {
 		return nil, err
