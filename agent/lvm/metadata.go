@@ -246,7 +246,7 @@ func lvFromMetadata(text []byte, vg, lvName string) (*LV, error) {
 	if err != nil {
 		return nil, err
 	}
-	vgs := root.sectionNames()
+	vgs := root.order
 	if len(vgs) != 1 || vgs[0] != vg {
 		return nil, fmt.Errorf("the metadata is of VG %v, not %s", vgs, vg)
 	}
@@ -277,7 +277,7 @@ func lvFromMetadata(text []byte, vg, lvName string) (*LV, error) {
 	}
 	var place []placement
 	var extents int64
-	for _, name := range l.sectionNames() {
+	for _, name := range l.order {
 		if !strings.HasPrefix(name, "segment") {
 			continue
 		}
@@ -315,11 +315,10 @@ func lvFromMetadata(text []byte, vg, lvName string) (*LV, error) {
 
 // cfgValue is a value of LVM's config format: a string, a number or a list of them.
 type cfgValue struct {
-	str    string
-	num    int64
-	isNum  bool
-	list   []cfgValue
-	isList bool
+	str   string
+	num   int64
+	isNum bool
+	list  []cfgValue
 }
 
 // cfgSection is a section of LVM's config format (`name { ... }`).
@@ -343,9 +342,6 @@ func (s *cfgSection) strs(key string) []string {
 	}
 	return out
 }
-
-// sectionNames in the order written.
-func (s *cfgSection) sectionNames() []string { return s.order }
 
 // parseConfig parses LVM's config format, as lvm2 writes VG metadata: `key = value`,
 // `name { ... }`, values "strings" (with \" and \\ escapes), integers, and [lists], `#`
@@ -477,7 +473,7 @@ func (p *cfgParser) value(listOK bool) (cfgValue, error) {
 		return cfgValue{}, errors.New("unterminated string")
 	case c == '[' && listOK:
 		p.i++
-		v := cfgValue{isList: true}
+		var v cfgValue
 		for {
 			p.skip()
 			if p.i < len(p.s) && p.s[p.i] == ']' {
