@@ -11,6 +11,10 @@ export GOTOOLCHAIN=local GOFLAGS=${GOFLAGS:--mod=mod}
 start=$SECONDS
 step() { echo; echo "== $* ($((SECONDS - start)) s)"; }
 
+step "tracked files (no build outputs: nothing over 1 MiB outside testdata/fixtures)"
+big=$(git ls-files -z | xargs -0 -r stat -c '%s %n' | awk '$1 > 1048576 {print $2" ("$1" bytes)"}' | grep -v -E '(^|/)(testdata|fixtures)/' || true)
+if [[ -n "$big" ]]; then echo "tracked files over 1 MiB (build outputs? git rm --cached them and ignore them): $big" >&2; exit 1; fi
+
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))
 if [[ -n "$unformatted" ]]; then echo "gofmt would change: $unformatted" >&2; exit 1; fi
