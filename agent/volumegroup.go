@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -56,6 +58,12 @@ type VolumeGroupAgent struct {
 	// Heartbeats are the agents' liveness (this one's included, renewed by a
 	// heartbeat.Renewer), overlaid on the entries when judging other nodes' freshness.
 	Heartbeats *heartbeat.Tracker
+	// Claim makes this node the one creator of a VG (nil: this agent never runs vgcreate).
+	Claim *VGCreateClaim
+
+	failMu        sync.Mutex
+	failSince     map[string]map[int32]metav1.Time // by VG name, host_id: first seen FAIL
+	lastCreateErr map[string]string                // by VolumeGroup: the last vgcreate failure evented
 }
 
 // EntryRefreshCycles: an unchanged entry is rewritten only every this many report cycles
@@ -102,26 +110,39 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err != nil {
 		return ctrl.Result{}, nil // the operator reports an invalid selector on the VG
 	}
-	if !selected {
+	var all v1.VolumeGroupList
+	if err := r.List(ctx, &all); err != nil {
+		return ctrl.Result{}, err
+	}
+	if other, _ := vg.ClaimConflict(all.Items); other != "" || !selected {
+		// Not this node's to serve: an older VolumeGroup claims the same VG or PVs (the
+		// operator says so on the object), or the selector leaves this node out. No
+		// lockstart, no vgcreate, no entry. Looked at again every cycle: the older object
+		// may go.
 		for i := range vg.Status.Nodes {
 			if vg.Status.Nodes[i].Node == r.Node.Name {
-				return ctrl.Result{}, r.applyEntry(ctx, vg.Name, nil) // drop this node's entry
+				return ctrl.Result{RequeueAfter: heartbeat.Spread(r.interval())}, r.applyEntry(ctx, vg.Name, nil)
 			}
 		}
-		return ctrl.Result{}, nil
+		return ctrl.Result{RequeueAfter: heartbeat.Spread(r.interval())}, nil
 	}
 	vgName := string(vg.Spec.VGName)
 	entry := v1.NodeLockspaceStatus{Node: r.Node.Name}
 	hostID, hidErr := r.Node.HostID(ctx)
 	entry.HostID = hostID
-	var msgs []string
+	// The first problem met says why the lockspace is not started (or what went wrong).
+	note := func(reason v1.LockspaceReason, msg string) {
+		if entry.Reason == "" {
+			entry.Reason, entry.Message = reason, msg
+		}
+	}
 	if hidErr != nil {
-		msgs = append(msgs, "cannot read local/host_id: "+hidErr.Error())
+		note(v1.LockspaceHostIDUnknown, "cannot read local/host_id: "+hidErr.Error())
 	}
 
 	st, slErr := r.Node.SanlockStatus(ctx, 0) // fresh, and kept for the attachment resyncs of this cycle
 	if slErr != nil {
-		msgs = append(msgs, "sanlock not answering: "+slErr.Error())
+		note(v1.LockspaceSanlockNotAnswering, "sanlock not answering: "+slErr.Error())
 	}
 	started := false
 	if st != nil {
@@ -133,9 +154,14 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 
 	report, repErr := r.Node.LVM.Report(ctx, vgName)
 	if lvm.KindOf(repErr) == lvm.KindVGNotFound && vg.Status.CreateNode == r.Node.Name && slErr == nil {
-		report, repErr = r.createVG(ctx, &vg)
-		if repErr == nil {
+		var reason v1.LockspaceReason
+		var msg string
+		report, reason, msg = r.createVG(ctx, &vg)
+		if report != nil {
+			repErr = nil
 			started = true // vgcreate --shared starts the lockspace on the creating node
+		} else {
+			note(reason, msg)
 		}
 	}
 	var lvmVG *lvm.VG
@@ -143,9 +169,9 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	case repErr == nil:
 		lvmVG, entry.VGFound = report.VG(vgName)
 	case lvm.KindOf(repErr) == lvm.KindVGNotFound:
-		msgs = append(msgs, fmt.Sprintf("VG %s is not visible on this node's devices", vgName))
+		note(v1.LockspaceVGNotFound, fmt.Sprintf("VG %s is not visible on this node's devices", vgName))
 	default:
-		msgs = append(msgs, "LVM report failed: "+repErr.Error())
+		note(v1.LockspaceReportFailed, "LVM report failed: "+repErr.Error())
 	}
 
 	// Other nodes' liveness, for the host_id check and the reporter choice: the entries
@@ -156,14 +182,14 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	switch {
 	case conflict != "":
 		msg := fmt.Sprintf("sanlock host_id %d is also used by node %s: refusing to start the lockspace (two nodes with one host_id can both write one LV); give this node a unique local/host_id in /etc/lvm/lvmlocal.conf", entry.HostID, conflict)
-		msgs = append(msgs, msg)
+		note(v1.LockspaceHostIDConflict, msg)
 		if !started {
 			r.Recorder.Eventf(&vg, nil, corev1.EventTypeWarning, "DuplicateHostID", "Lockstart", "node %s: %s", r.Node.Name, msg)
 		}
 	case !started && entry.VGFound && hidErr == nil && slErr == nil:
 		// Joining takes 20 s to minutes: say so first, so the entry does not go stale.
 		joining := entry
-		joining.Message = "starting the lockspace (sanlock join: 20 s to 3 min)"
+		joining.Reason, joining.Message = v1.LockspaceJoining, "starting the lockspace (sanlock join: 20 s to 3 min)"
 		jnow := metav1.NewTime(r.now())
 		joining.LastReport = &jnow
 		joining.ReportIntervalSeconds = int32(max(1, r.interval().Round(time.Second)/time.Second))
@@ -172,7 +198,7 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		attempts, err := r.Node.LVM.Lockstart(ctx, vgName)
 		r.Node.Invalidate()
 		if err != nil {
-			msgs = append(msgs, fmt.Sprintf("lockstart failed after %d attempt(s): %v", attempts, err))
+			note(v1.LockspaceLockstartFailed, fmt.Sprintf("lockstart failed after %d attempt(s): %v", attempts, err))
 			r.Recorder.Eventf(&vg, nil, corev1.EventTypeWarning, "LockstartFailed", "Lockstart", "node %s: %v", r.Node.Name, err)
 		} else {
 			started = true
@@ -183,23 +209,15 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	entry.LockspaceStarted = started
 	if started {
-		// One more command per cycle, whatever the number of LVs: which peers sanlock
-		// has declared dead (their leases are released).
-		if hosts, err := r.Node.Sanlock.Hosts(ctx); err == nil {
-			for _, ls := range hosts {
-				if ls.Lockspace.Name != "lvm_"+vgName {
-					continue
-				}
-				for _, h := range ls.Hosts {
-					if h.State == sanlock.HostDead {
-						entry.DeadHosts = append(entry.DeadHosts, int32(h.ID))
-					}
-				}
-			}
+		if entry.Reason == "" {
+			entry.Reason = v1.LockspaceStarted
 		}
-	}
-	if len(msgs) > 0 {
-		entry.Message = msgs[0]
+		// One more command per cycle, whatever the number of LVs: which peers sanlock
+		// sees failed (they may still hold leases) or dead (their leases are released).
+		hosts, err := r.Node.Sanlock.Hosts(ctx)
+		if err == nil {
+			entry.DeadHosts, entry.FailedHosts = r.hostStates(vgName, hosts)
+		}
 	}
 	now := metav1.NewTime(r.now())
 	entry.LastReport = &now
@@ -226,6 +244,96 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	return ctrl.Result{RequeueAfter: heartbeat.Spread(r.interval())}, nil
 }
 
+// hostStates picks, from `sanlock client gets -h 1`, the host_ids of the VG's lockspace that
+// sanlock declares DEAD and those it sees FAIL, the latter with when this agent first saw
+// each fail (remembered across cycles while the host stays FAIL).
+func (r *VolumeGroupAgent) hostStates(vgName string, hosts []sanlock.LockspaceHosts) (dead []int32, failed []v1.FailedHost) {
+	r.failMu.Lock()
+	defer r.failMu.Unlock()
+	if r.failSince == nil {
+		r.failSince = map[string]map[int32]metav1.Time{}
+	}
+	seen := map[int32]metav1.Time{}
+	for _, ls := range hosts {
+		if ls.Lockspace.Name != "lvm_"+vgName {
+			continue
+		}
+		for _, h := range ls.Hosts {
+			switch h.State {
+			case sanlock.HostDead:
+				dead = append(dead, int32(h.ID))
+			case sanlock.HostFail:
+				since, ok := r.failSince[vgName][int32(h.ID)]
+				if !ok {
+					since = metav1.NewTime(r.now().Truncate(time.Second))
+				}
+				seen[int32(h.ID)] = since
+				failed = append(failed, v1.FailedHost{HostID: int32(h.ID), Since: since})
+			}
+		}
+	}
+	r.failSince[vgName] = seen
+	return dead, failed
+}
+
+// createVG runs `vgcreate --shared` for the VolumeGroup exactly once across the cluster:
+// under its create claim (VGCreateClaim), after checking that the VG did not appear in the
+// meantime, fenced right before the command, and renewed while it runs. It returns the VG's
+// report once created, or why not (the VG's condition shows it with LVM's own message).
+func (r *VolumeGroupAgent) createVG(ctx context.Context, vg *v1.VolumeGroup) (*lvm.Report, v1.LockspaceReason, string) {
+	name := string(vg.Spec.VGName)
+	if r.Claim == nil {
+		return nil, v1.LockspaceVGCreateFailed, "this agent has no create claim configured: it never runs vgcreate"
+	}
+	held, err := r.Claim.Acquire(ctx, vg.Name)
+	if err != nil {
+		var h *ClaimHeldError
+		if errors.As(err, &h) {
+			return nil, v1.LockspaceWaitingForVGCreateClaim, fmt.Sprintf("chosen to create VG %s, but %v", name, h)
+		}
+		return nil, v1.LockspaceWaitingForVGCreateClaim, fmt.Sprintf("chosen to create VG %s, but the create claim could not be taken: %v", name, err)
+	}
+	// A previous holder may have created it after this cycle's report.
+	if rep, err := r.Node.LVM.Report(ctx, name); err == nil {
+		if _, ok := rep.VG(name); ok {
+			return rep, "", ""
+		}
+	}
+	if err := r.Claim.Fence(ctx, held); err != nil {
+		return nil, v1.LockspaceWaitingForVGCreateClaim, fmt.Sprintf("chosen to create VG %s, but the fencing check before vgcreate failed: %v", name, err)
+	}
+	pvs := make([]string, 0, len(vg.Spec.PVs))
+	for _, p := range vg.Spec.PVs {
+		pvs = append(pvs, string(p))
+	}
+	t0 := time.Now()
+	stop := make(chan struct{})
+	go r.Claim.KeepRenewed(ctx, vg.Name, stop)
+	err = r.Node.LVM.CreateSharedVG(ctx, name, pvs)
+	close(stop)
+	if err != nil {
+		msg := fmt.Sprintf("vgcreate --shared %s on %v failed: %v", name, pvs, err)
+		r.failMu.Lock()
+		repeated := r.lastCreateErr[vg.Name] == msg
+		if r.lastCreateErr == nil {
+			r.lastCreateErr = map[string]string{}
+		}
+		r.lastCreateErr[vg.Name] = msg
+		r.failMu.Unlock()
+		if !repeated {
+			r.Recorder.Eventf(vg, nil, corev1.EventTypeWarning, "VGCreateFailed", "CreateVG", "node %s: %s", r.Node.Name, msg)
+		}
+		return nil, v1.LockspaceVGCreateFailed, msg
+	}
+	r.Recorder.Eventf(vg, nil, corev1.EventTypeNormal, "VGCreated", "CreateVG",
+		"node %s created shared VG %s on %v in %.1fs", r.Node.Name, name, pvs, time.Since(t0).Seconds())
+	rep, err := r.Node.LVM.Report(ctx, name)
+	if err != nil {
+		return nil, v1.LockspaceReportFailed, "VG created, but its report failed: " + err.Error()
+	}
+	return rep, "", ""
+}
+
 // applyEntryIfChanged writes this node's entry when it differs from the one in the (cached)
 // VolumeGroup other than by lastReport, or when that one is EntryRefreshCycles old.
 func (r *VolumeGroupAgent) applyEntryIfChanged(ctx context.Context, vg *v1.VolumeGroup, e *v1.NodeLockspaceStatus) error {
@@ -247,21 +355,6 @@ func sameEntry(a, b *v1.NodeLockspaceStatus) bool {
 	x, y := *a, *b
 	x.LastReport, y.LastReport = nil, nil
 	return equality.Semantic.DeepEqual(x, y)
-}
-
-func (r *VolumeGroupAgent) createVG(ctx context.Context, vg *v1.VolumeGroup) (*lvm.Report, error) {
-	pvs := make([]string, 0, len(vg.Spec.PVs))
-	for _, p := range vg.Spec.PVs {
-		pvs = append(pvs, string(p))
-	}
-	t0 := time.Now()
-	if err := r.Node.LVM.CreateSharedVG(ctx, string(vg.Spec.VGName), pvs); err != nil {
-		r.Recorder.Eventf(vg, nil, corev1.EventTypeWarning, "VGCreateFailed", "CreateVG", "node %s: %v", r.Node.Name, err)
-		return nil, err
-	}
-	r.Recorder.Eventf(vg, nil, corev1.EventTypeNormal, "VGCreated", "CreateVG",
-		"node %s created shared VG %s on %v in %.1fs", r.Node.Name, vg.Spec.VGName, pvs, time.Since(t0).Seconds())
-	return r.Node.LVM.Report(ctx, string(vg.Spec.VGName))
 }
 
 // conflictingNode returns another node whose fresh entry in the VG reports hostID, or "":
@@ -312,6 +405,16 @@ func (r *VolumeGroupAgent) applyEntry(ctx context.Context, vgName string, e *v1.
 		}
 		if e.Message != "" {
 			m["message"] = e.Message
+		}
+		if e.Reason != "" {
+			m["reason"] = string(e.Reason)
+		}
+		if len(e.FailedHosts) > 0 {
+			hosts := make([]any, 0, len(e.FailedHosts))
+			for _, h := range e.FailedHosts {
+				hosts = append(hosts, map[string]any{"hostID": int64(h.HostID), "since": h.Since.UTC().Format(time.RFC3339)})
+			}
+			m["failedHosts"] = hosts
 		}
 		if len(e.DeadHosts) > 0 {
 			ids := make([]any, 0, len(e.DeadHosts))

@@ -88,7 +88,8 @@ func NewAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) (manager.Ma
 	if err := mgr.Add(&heartbeat.Renewer{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: hbNS, Node: o.NodeName, Interval: interval}); err != nil {
 		return nil, err
 	}
-	if err := (&agent.VolumeGroupAgent{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Node: node, Recorder: rec, ReportInterval: o.ReportInterval, Heartbeats: hb}).SetupWithManager(mgr); err != nil {
+	if err := (&agent.VolumeGroupAgent{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Node: node, Recorder: rec, ReportInterval: o.ReportInterval, Heartbeats: hb,
+		Claim: &agent.VGCreateClaim{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: hbNS, Node: o.NodeName}}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := (&agent.VolumeAgent{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Node: node, Recorder: rec}).SetupWithManager(mgr); err != nil {

@@ -214,7 +214,7 @@ var _ = Describe("VolumeGroup reconciler", func() {
 		}
 		vg := &v1.VolumeGroup{
 			ObjectMeta: metav1.ObjectMeta{Name: "vg-agg"},
-			Spec: v1.VolumeGroupSpec{VGName: "vgagg", PVs: []v1.DevicePath{"/dev/vdb"},
+			Spec: v1.VolumeGroupSpec{VGName: "vgagg", PVs: []v1.DevicePath{"/dev/vdc"},
 				NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"vgtest": "yes"}}},
 		}
 		Expect(k8s.Create(ctx, vg)).To(Succeed())

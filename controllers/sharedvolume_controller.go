@@ -137,6 +137,12 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "VolumeGroupNotFound", "Provision",
 				"VolumeGroup %q does not exist", vol.Spec.VolumeGroup)
 		}
+	case (needCreate || needExtend) && notServed(&vg):
+		c := meta.FindStatusCondition(vg.Status.Conditions, v1.ConditionReady)
+		msg := fmt.Sprintf("VolumeGroup %s is not served: %s", vg.Name, c.Message)
+		if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, ReasonVolumeGroupConflict, msg) {
+			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, ReasonVolumeGroupConflict, "Provision", "%s", msg)
+		}
 	case needExtend && mode == lockrule.Shared:
 		setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "ExtendWaitsForSingleHolder",
 			fmt.Sprintf("the volume is held shared by %v; it is extended once a single node holds it (detach the other attachments, or wait for the live migration to finish)", holders))
@@ -281,6 +287,13 @@ func (r *SharedVolumeReconciler) copyExecutor(ctx context.Context, vol *v1.Share
 		return "", "NoReadyNode", fmt.Sprintf("no node has started the lockspaces of both VG %s (the copy) and VG %s (its source %s)", vg.Spec.VGName, srcVG.Spec.VGName, name), nil
 	}
 	return exec, "", "", nil
+}
+
+// notServed: the VolumeGroup conflicts with an older one (ClaimConflict) and nothing is
+// done in it.
+func notServed(vg *v1.VolumeGroup) bool {
+	c := meta.FindStatusCondition(vg.Status.Conditions, v1.ConditionReady)
+	return c != nil && c.Reason == ReasonVolumeGroupConflict
 }
 
 // readyIn narrows canWork to nodes whose entry in vg is ready (lockspace started, fresh).
@@ -474,7 +487,7 @@ func (r *SharedVolumeReconciler) copyRelatives(ctx context.Context, o client.Obj
 }
 
 // readyNodesChanged passes VolumeGroup updates that change which nodes have a started
-// lockspace or which hosts sanlock declares dead: agents report every 30 s, and most reports
+// lockspace, which hosts sanlock declares failed or dead, or deletion: agents report every 30 s, and most reports
 // change nothing that matters here.
 func readyNodesChanged() predicate.Predicate {
 	set := func(vg *v1.VolumeGroup) string {
@@ -486,6 +499,12 @@ func readyNodesChanged() predicate.Predicate {
 			for _, id := range n.DeadHosts {
 				names = append(names, fmt.Sprintf("dead:%d", id))
 			}
+			for _, h := range n.FailedHosts {
+				names = append(names, fmt.Sprintf("fail:%d", h.HostID))
+			}
+		}
+		if vg.DeletionTimestamp != nil {
+			names = append(names, "deleting")
 		}
 		sort.Strings(names)
 		return strings.Join(names, ",")

@@ -3,8 +3,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"sort"
-	"strings"
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
@@ -24,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
-	"github.com/sharedlvm/sharedlvm-operator/controllers/lockrule"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
 )
 
@@ -58,148 +55,49 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 			return ctrl.Result{}, err
 		}
 	}
-	siblings, err := attachmentsOf(ctx, r, att.Namespace, string(att.Spec.Volume))
+	facts, err := r.gather(ctx, &att)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	var vol v1.SharedVolume
-	volErr := r.Get(ctx, types.NamespacedName{Namespace: att.Namespace, Name: string(att.Spec.Volume)}, &vol)
-	if volErr != nil && !apierrors.IsNotFound(volErr) {
-		return ctrl.Result{}, volErr
-	}
-	volFound := volErr == nil
+	plan := PlanAttachment(facts, time.Now())
 
 	orig := att.DeepCopy()
 	st := &att.Status
-	gen := att.Generation
-	rejected := map[string]bool{}
-	notReady := map[string]string{}
-	dead := map[string]bool{}
-	migrating := map[string]bool{}
-	if volFound {
-		if dead, err = r.deadNodes(ctx, &vol); err != nil {
-			return ctrl.Result{}, err
-		}
-		rejected = rejectedByMultiAttach(&vol, siblings)
-		if notReady, err = r.nodesNotReady(ctx, &vol, siblings); err != nil {
-			return ctrl.Result{}, err
-		}
-		for _, a := range siblings {
-			// A node that cannot take locks now (no agent, stale, restoring after a reboot)
-			// gets no *new* attachment planned; its existing ones stay wanted, so that its
-			// restore re-takes them and nobody else is planned into its place.
-			_, bad := notReady[string(a.Spec.Node)]
-			isNew := a.Status.DesiredLock == "" || a.Status.DesiredLock == v1.LockNone
-			if (bad && isNew) || !vol.DeletionTimestamp.IsZero() {
-				rejected[a.Name] = true
-			}
-			// A volume being copied to another VG takes no new holder: the copy holds the
-			// old LV exclusively, and the LV is replaced when it ends.
-			if isNew && v1.NeedsMigration(&vol) {
-				rejected[a.Name], migrating[a.Name] = true, true
-			}
-		}
+	st.DesiredLock, st.Phase = plan.Desired, plan.Phase
+	status := metav1.ConditionFalse
+	if plan.Reason == ReasonAttached {
+		status = metav1.ConditionTrue
 	}
-	planNodes := nodesOf(siblings, rejected, dead)
-	plan := lockrule.Plan(planNodes)
-	desired := toLockMode(plan[string(att.Spec.Node)])
-
-	switch {
-	case !att.DeletionTimestamp.IsZero():
-		st.DesiredLock = desired // lockrule releases unwanted nodes
-	case !volFound:
-		st.DesiredLock = v1.LockNone
-		st.Phase = v1.AttachmentPending
-		r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "VolumeNotFound",
-			fmt.Sprintf("SharedVolume %q does not exist in namespace %s: create it, or delete this attachment", att.Spec.Volume, att.Namespace))
-	case !vol.DeletionTimestamp.IsZero():
-		st.DesiredLock = desired
-		st.Phase = v1.AttachmentFailed
-		r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "VolumeDeleting",
-			fmt.Sprintf("volume %s is being deleted: it cannot be attached; delete this attachment", vol.Name))
-	case notReady[string(att.Spec.Node)] != "":
-		st.DesiredLock = desired
-		st.Phase = v1.AttachmentPending
-		r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "NodeNotReady", notReady[string(att.Spec.Node)])
-	case migrating[att.Name]:
-		st.DesiredLock = desired
-		st.Phase = v1.AttachmentPending
-		r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "VolumeMigrating",
-			fmt.Sprintf("volume %s is being migrated from VolumeGroup %s to %s: it is attached once the copy has switched it to its new LV", vol.Name, vol.Status.VolumeGroup, vol.Spec.VolumeGroup))
-	case rejected[att.Name]:
-		st.DesiredLock = desired
-		st.Phase = v1.AttachmentFailed
-		r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "MultiAttachNotAllowed",
-			fmt.Sprintf("volume %s is attached to an instance on another node and spec.multiAttach is false: detach it there first, use purpose migration-target for a live migration, or enable multiAttach", vol.Name))
-	case vol.Status.LVUUID == "":
-		st.DesiredLock = v1.LockNone
-		st.Phase = v1.AttachmentPending
-		r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "WaitingForVolume",
-			fmt.Sprintf("volume %s has no LV yet (phase %q)", vol.Name, vol.Status.Phase))
-	default:
-		st.DesiredLock = desired
-		applied := st.AppliedLock
-		if applied == "" {
-			applied = v1.LockNone
-		}
-		switch {
-		case desired != v1.LockNone && applied == desired:
-			st.Phase = v1.AttachmentAttached
-			r.condition(&att, v1.ConditionReady, metav1.ConditionTrue, "Attached",
-				fmt.Sprintf("node %s holds the volume %s at %s", att.Spec.Node, desired, st.DevicePath))
-		case desired == v1.LockNone:
-			st.Phase = v1.AttachmentPending
-			reason, msg := "WaitingForOtherNodes", "waiting for other nodes to convert or release their lock before this node may take it"
-			for _, n := range planNodes {
-				if n.Name != string(att.Spec.Node) && n.Held != lockrule.None && strings.Contains(notReady[n.Name], "last reported") {
-					reason = "WaitingForDeadHost"
-					msg = fmt.Sprintf("node %s holds the lock (%s) and has stopped reporting: waiting for sanlock to declare it dead (about 8 × io_timeout + 60 s after it stopped) before this node may take the lock; the lease is never taken around sanlock", n.Name, n.Held)
-				}
-			}
-			r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, reason, msg)
-		default:
-			st.Phase = v1.AttachmentAttaching
-			r.condition(&att, v1.ConditionReady, metav1.ConditionFalse, "WaitingForAgent",
-				fmt.Sprintf("waiting for the agent on node %s to take the %s lock", att.Spec.Node, desired))
-		}
-	}
+	r.condition(&att, v1.ConditionReady, status, string(plan.Reason), plan.Message)
 	// The LV the plan is about, for the node's agent (which then reads no volume).
 	st.LV = nil
-	if volFound && vol.Status.LVUUID != "" {
+	if vol := facts.Vol; vol != nil && vol.Status.LVUUID != "" {
 		st.LV = &v1.LVRef{VGName: vol.Status.VGName, LVName: vol.Status.LVName, LVUUID: vol.Status.LVUUID}
 	}
-	st.ObservedGeneration = gen
+	st.ObservedGeneration = att.Generation
 
-	if !att.DeletionTimestamp.IsZero() {
-		st.Phase = v1.AttachmentDetaching
-		if st.AppliedLock == "" || st.AppliedLock == v1.LockNone || liveSibling(&att, siblings) || dead[string(att.Spec.Node)] {
-			// Released, never taken, or another live attachment on the same node keeps
-			// the node's lock: this attachment has nothing left to clean.
-			// The node has released its lock (or never took one): nothing is left to clean.
-			if controllerutil.RemoveFinalizer(&att, v1.Finalizer) {
-				if err := r.Update(ctx, &att); err != nil {
-					return ctrl.Result{}, client.IgnoreNotFound(err)
-				}
-				r.Recorder.Eventf(&att, nil, corev1.EventTypeNormal, "Detached", "Detach", "node %s released volume %s", att.Spec.Node, att.Spec.Volume)
+	if plan.Release {
+		// Released, never taken, sanlock released it (the node is DEAD), or another live
+		// attachment on the same node keeps the node's lock: nothing is left to clean.
+		if controllerutil.RemoveFinalizer(&att, v1.Finalizer) {
+			if err := r.Update(ctx, &att); err != nil {
+				return ctrl.Result{}, client.IgnoreNotFound(err)
 			}
-			return ctrl.Result{}, nil
+			r.Recorder.Eventf(&att, nil, corev1.EventTypeNormal, "Detached", "Detach", "node %s released volume %s", att.Spec.Node, att.Spec.Volume)
 		}
+		return ctrl.Result{}, nil
 	}
 	var res ctrl.Result
-	if notReady[string(att.Spec.Node)] != "" {
-		res.RequeueAfter = 30 * time.Second // reports going stale produce no event
-	}
-	if cond := meta.FindStatusCondition(st.Conditions, v1.ConditionReady); cond != nil {
-		switch cond.Reason {
-		case "WaitingForDeadHost", "WaitingForOtherNodes":
-			// A holder's report going stale, or sanlock declaring it dead, may come without
-			// an event this controller watches: look again soon.
-			res.RequeueAfter = 5 * time.Second
-		case "WaitingForAgent":
-			// The node's agent may have died after the lock was planned: its heartbeat
-			// expiring produces no event, and the condition should then say so.
-			res.RequeueAfter = 30 * time.Second
-		}
+	switch plan.Reason {
+	case ReasonWaitingForDeadHost, ReasonWaitingForOtherNodes, ReasonHostLostLockspace:
+		// A holder's report going stale, or sanlock declaring it failed or dead, may come
+		// without an event this controller watches: look again soon.
+		res.RequeueAfter = 5 * time.Second
+	case ReasonWaitingForAgent, ReasonNodeNotReady:
+		// The node's agent may have died after the lock was planned (its heartbeat
+		// expiring produces no event), or its reports may go stale: the condition should
+		// then say so.
+		res.RequeueAfter = 30 * time.Second
 	}
 	if equalStatus(orig.Status, att.Status) {
 		return res, nil
@@ -208,7 +106,87 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 		r.Recorder.Eventf(&att, nil, corev1.EventTypeNormal, "LockPlanned", "PlanLock",
 			"node %s should now hold volume %s %s (was %s)", att.Spec.Node, att.Spec.Volume, st.DesiredLock, orDefault(orig.Status.DesiredLock))
 	}
+	if plan.Reason == ReasonHostLostLockspace && readyReason(orig) != string(ReasonHostLostLockspace) {
+		r.Recorder.Eventf(&att, nil, corev1.EventTypeWarning, string(ReasonHostLostLockspace), "PlanLock", "%s", plan.Message)
+	}
 	return res, r.Status().Patch(ctx, &att, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+}
+
+func readyReason(att *v1.VolumeAttachment) string {
+	if c := meta.FindStatusCondition(att.Status.Conditions, v1.ConditionReady); c != nil {
+		return c.Reason
+	}
+	return ""
+}
+
+// gather reads what the plan of one attachment needs: its siblings, its volume, the
+// volume's VolumeGroup (once, with heartbeats overlaid) and each sibling node's readiness.
+func (r *VolumeAttachmentReconciler) gather(ctx context.Context, att *v1.VolumeAttachment) (AttachmentFacts, error) {
+	f := AttachmentFacts{Att: att, Problems: map[string]NodeProblem{}, Verdicts: map[string]v1.HostVerdict{}}
+	var err error
+	if f.Siblings, err = attachmentsOf(ctx, r, att.Namespace, string(att.Spec.Volume)); err != nil {
+		return f, err
+	}
+	var vol v1.SharedVolume
+	if err := r.Get(ctx, types.NamespacedName{Namespace: att.Namespace, Name: string(att.Spec.Volume)}, &vol); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return f, err
+		}
+		return f, nil
+	}
+	f.Vol = &vol
+	vgName := vol.Status.VolumeGroup
+	if vgName == "" {
+		vgName = string(vol.Spec.VolumeGroup)
+	}
+	var vg v1.VolumeGroup
+	vgErr := getVG(ctx, r, r.Heartbeats, vgName, &vg)
+	if vgErr != nil && !apierrors.IsNotFound(vgErr) {
+		return f, vgErr
+	}
+	now := time.Now()
+	entries := map[string]*v1.NodeLockspaceStatus{}
+	if vgErr == nil {
+		f.VGName = string(vg.Spec.VGName)
+		f.Verdicts = vg.HostVerdicts(now)
+		for i := range vg.Status.Nodes {
+			entries[vg.Status.Nodes[i].Node] = &vg.Status.Nodes[i]
+		}
+	}
+	for _, a := range f.Siblings {
+		node := string(a.Spec.Node)
+		if _, done := f.Problems[node]; done {
+			continue
+		}
+		f.Problems[node] = r.nodeProblem(ctx, node, vgName, vgErr == nil, f.VGName, entries[node], now)
+	}
+	return f, nil
+}
+
+// nodeProblem says why a node cannot take a new lock on the VG now (NodeOK when it can).
+// Missing facts fail closed: no Node, no VolumeGroup, no entry, a stale one.
+func (r *VolumeAttachmentReconciler) nodeProblem(ctx context.Context, node, vgCR string, vgFound bool, vgName string, e *v1.NodeLockspaceStatus, now time.Time) NodeProblem {
+	var n corev1.Node
+	if err := r.Get(ctx, types.NamespacedName{Name: node}, &n); err != nil {
+		if apierrors.IsNotFound(err) {
+			return NodeProblem{NodeMissing, fmt.Sprintf("node %s does not exist", node)}
+		}
+		return NodeProblem{NodeMissing, fmt.Sprintf("node %s cannot be read: %v", node, err)}
+	}
+	if msg := v1.LocksRestoredProblem(&n); msg != "" {
+		return NodeProblem{NodeRestoring, msg}
+	}
+	switch {
+	case !vgFound:
+		return NodeProblem{NodeVGMissing, fmt.Sprintf("VolumeGroup %q does not exist: no node can take a lock in it", vgCR)}
+	case e == nil:
+		return NodeProblem{NodeNoAgent, fmt.Sprintf("no sharedlvm agent reports VG %s from node %s: is the agent running there, and does the VolumeGroup's nodeSelector select the node?", vgName, node)}
+	case !e.Fresh(now):
+		return NodeProblem{NodeStale, fmt.Sprintf("the agent on node %s last reported at %s: the node or its agent may be down", node, e.LastReport)}
+	case !e.LockspaceStarted:
+		return NodeProblem{NodeLockspaceNotStarted, fmt.Sprintf("node %s has not started the lockspace of VG %s: %s", node, vgName, e.Message)}
+	}
+	return NodeProblem{}
 }
 
 // restoreMarkersChanged passes Node updates that change the restore label or annotation
@@ -232,74 +210,6 @@ func liveSibling(att *v1.VolumeAttachment, siblings []v1.VolumeAttachment) bool 
 	return false
 }
 
-// nodesNotReady returns, for the attachments' nodes that cannot take a lock on the volume's
-// VG now, why: no agent report, a stale report, or a lockspace that is not started.
-func (r *VolumeAttachmentReconciler) nodesNotReady(ctx context.Context, vol *v1.SharedVolume, atts []v1.VolumeAttachment) (map[string]string, error) {
-	vgName := vol.Status.VolumeGroup
-	if vgName == "" {
-		vgName = string(vol.Spec.VolumeGroup)
-	}
-	var vg v1.VolumeGroup
-	if err := getVG(ctx, r, r.Heartbeats, vgName, &vg); err != nil {
-		if apierrors.IsNotFound(err) {
-			err = nil
-		}
-		return map[string]string{}, err
-	}
-	entries := map[string]*v1.NodeLockspaceStatus{}
-	for i := range vg.Status.Nodes {
-		entries[vg.Status.Nodes[i].Node] = &vg.Status.Nodes[i]
-	}
-	now := time.Now()
-	out := map[string]string{}
-	for _, a := range atts {
-		node := string(a.Spec.Node)
-		e, ok := entries[node]
-		if msg := r.restoreGate(ctx, node); msg != "" {
-			out[node] = msg
-			continue
-		}
-		switch {
-		case !ok:
-			out[node] = fmt.Sprintf("no sharedlvm agent reports VG %s from node %s: is the agent running there, and does the VolumeGroup's nodeSelector select the node?", vg.Spec.VGName, node)
-		case !e.Fresh(now):
-			out[node] = fmt.Sprintf("the agent on node %s last reported at %s: the node or its agent may be down", node, e.LastReport)
-		case !e.LockspaceStarted:
-			out[node] = fmt.Sprintf("node %s has not started the lockspace of VG %s: %s", node, vg.Spec.VGName, e.Message)
-		}
-	}
-	return out, nil
-}
-
-// deadNodes returns the nodes whose locks on the volume's VG sanlock has released (DEAD).
-func (r *VolumeAttachmentReconciler) deadNodes(ctx context.Context, vol *v1.SharedVolume) (map[string]bool, error) {
-	name := vol.Status.VolumeGroup
-	if name == "" {
-		name = string(vol.Spec.VolumeGroup)
-	}
-	var vg v1.VolumeGroup
-	if err := getVG(ctx, r, r.Heartbeats, name, &vg); err != nil {
-		if apierrors.IsNotFound(err) {
-			return map[string]bool{}, nil
-		}
-		return nil, err
-	}
-	return vg.DeadNodes(time.Now()), nil
-}
-
-// restoreGate says why a node may not take new locks yet: after a reboot its agent first
-// restores the locks of its existing attachments (DESIGN.md §5). "" means it may.
-func (r *VolumeAttachmentReconciler) restoreGate(ctx context.Context, name string) string {
-	var node corev1.Node
-	if err := r.Get(ctx, types.NamespacedName{Name: name}, &node); err != nil {
-		if apierrors.IsNotFound(err) {
-			return fmt.Sprintf("node %s does not exist", name)
-		}
-		return err.Error()
-	}
-	return v1.LocksRestoredProblem(&node)
-}
-
 func (r *VolumeAttachmentReconciler) condition(att *v1.VolumeAttachment, typ string, s metav1.ConditionStatus, reason, msg string) {
 	setCondition(&att.Status.Conditions, att.Generation, typ, s, reason, msg)
 }
@@ -309,46 +219,6 @@ func orDefault(m v1.LockMode) v1.LockMode {
 		return v1.LockNone
 	}
 	return m
-}
-
-// rejectedByMultiAttach returns the attachments refused because the volume is not
-// multi-attach: instance attachments on a node other than the first live instance
-// attachment's, and migration targets beyond the first. Copies are always allowed.
-// Oldest wins, so an existing attachment is never displaced by a newer one.
-func rejectedByMultiAttach(vol *v1.SharedVolume, atts []v1.VolumeAttachment) map[string]bool {
-	rejected := map[string]bool{}
-	if vol.Spec.MultiAttach {
-		return rejected
-	}
-	live := make([]v1.VolumeAttachment, 0, len(atts))
-	for _, a := range atts {
-		if a.DeletionTimestamp.IsZero() {
-			live = append(live, a)
-		}
-	}
-	sort.Slice(live, func(i, j int) bool {
-		ti, tj := live[i].CreationTimestamp, live[j].CreationTimestamp
-		if !ti.Equal(&tj) {
-			return ti.Before(&tj)
-		}
-		return live[i].Name < live[j].Name
-	})
-	firstNode := map[v1.AttachmentPurpose]v1.ObjectName{}
-	for _, a := range live {
-		p := a.Spec.Purpose
-		if p == v1.PurposeCopy {
-			continue
-		}
-		if p == "" {
-			p = v1.PurposeInstance
-		}
-		if n, ok := firstNode[p]; ok && n != a.Spec.Node {
-			rejected[a.Name] = true
-			continue
-		}
-		firstNode[p] = a.Spec.Node
-	}
-	return rejected
 }
 
 // SetupWithManager registers the reconciler. A change to any attachment of a volume, or to

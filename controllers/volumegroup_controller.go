@@ -12,9 +12,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -31,10 +34,14 @@ type VolumeGroupReconciler struct {
 	Recorder recorder.EventRecorder
 	// Heartbeats are the agents' liveness, overlaid on the entries.
 	Heartbeats *heartbeat.Tracker
+	// ClaimNamespace holds the agents' VG create claims (the heartbeat namespace); the
+	// claim of a deleted VolumeGroup is removed with it.
+	ClaimNamespace string
 }
 
 // +kubebuilder:rbac:groups=sharedlvm.io,resources=volumegroups,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=sharedlvm.io,resources=volumegroups/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=sharedlvm.io,resources=volumegroups/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 
 // Reconcile recomputes a VolumeGroup's aggregate status.
@@ -46,6 +53,29 @@ func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request)
 	var vg v1.VolumeGroup
 	if err := r.Get(ctx, req.NamespacedName, &vg); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !vg.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, &vg)
+	}
+	if controllerutil.AddFinalizer(&vg, v1.Finalizer) {
+		if err := r.Update(ctx, &vg); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	var all v1.VolumeGroupList
+	if err := r.List(ctx, &all); err != nil {
+		return ctrl.Result{}, err
+	}
+	if other, what := vg.ClaimConflict(all.Items); other != "" {
+		// Never served: the agents skip it (same rule), no node is chosen to create it.
+		msg := fmt.Sprintf("VolumeGroup %s already claims %s: this VolumeGroup is never served (its capacity would be counted twice, and two VolumeGroups must never drive one LUN); delete it, or point it at a VG and PVs of its own", other, what)
+		changed := setCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionReady, metav1.ConditionFalse, ReasonVolumeGroupConflict, msg)
+		setCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionLockspaceReady, metav1.ConditionFalse, ReasonVolumeGroupConflict, msg)
+		if changed {
+			r.Recorder.Eventf(&vg, nil, corev1.EventTypeWarning, ReasonVolumeGroupConflict, "CheckClaims", "%s", msg)
+		}
+		vg.Status.CreateNode, vg.Status.NodesReady, vg.Status.ObservedGeneration = "", "", vg.Generation
+		return ctrl.Result{}, r.applyStatus(ctx, &vg)
 	}
 	selected, err := r.selectedNodes(ctx, &vg)
 	if err != nil {
@@ -59,12 +89,12 @@ func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request)
 
 	// Entries of nodes that no longer exist are dropped: a decommissioned node must not keep
 	// blocking others (its host_id would look duplicated) or look like a lockspace holder.
-	var all corev1.NodeList
-	if err := r.List(ctx, &all); err != nil {
+	var allNodes corev1.NodeList
+	if err := r.List(ctx, &allNodes); err != nil {
 		return ctrl.Result{}, err
 	}
 	exists := map[string]bool{}
-	for _, n := range all.Items {
+	for _, n := range allNodes.Items {
 		exists[n.Name] = true
 	}
 	kept := st.Nodes[:0:0]
@@ -166,6 +196,13 @@ func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request)
 		reason, msg = "DuplicateHostID", "refusing to serve volumes until host IDs are unique"
 	case started == 0:
 		reason, msg = "NoLockspace", "no node has started the VG's lockspace yet"
+		// What the creating node ran into (LVM's own message) says more than "no lockspace".
+		for _, n := range st.Nodes {
+			if n.Reason == v1.LockspaceVGCreateFailed || (n.Reason == v1.LockspaceWaitingForVGCreateClaim && st.VGUUID == "") {
+				reason, msg = string(n.Reason), fmt.Sprintf("node %s: %s", n.Node, n.Message)
+				break
+			}
+		}
 	}
 	setCondition(&st.Conditions, gen, v1.ConditionReady, boolStatus(ready), reason, msg)
 	st.ObservedGeneration = gen
@@ -173,6 +210,53 @@ func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, nil
 	}
 	return ctrl.Result{}, r.applyStatus(ctx, &vg)
+}
+
+// ReasonVolumeGroupConflict: an older VolumeGroup claims the same VG name or a PV.
+const ReasonVolumeGroupConflict = "VolumeGroupConflict"
+
+// reconcileDelete keeps a VolumeGroup while SharedVolumes live in it (as Kubernetes keeps a
+// PVC in use): its LVs, leases and the volumes' state depend on it. Deleting a VolumeGroup
+// never runs vgremove or lockstop: the VG and its lockspaces stay on disk and on the nodes.
+// Once no volume is left, the create claim goes and the finalizer is removed.
+func (r *VolumeGroupReconciler) reconcileDelete(ctx context.Context, vg *v1.VolumeGroup) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(vg, v1.Finalizer) {
+		return ctrl.Result{}, nil
+	}
+	var vols v1.SharedVolumeList
+	if err := r.List(ctx, &vols, client.MatchingFields{IndexVolumeGroup: vg.Name}); err != nil {
+		return ctrl.Result{}, err
+	}
+	if len(vols.Items) > 0 {
+		names := make([]string, 0, len(vols.Items))
+		for _, v := range vols.Items {
+			names = append(names, v.Namespace+"/"+v.Name)
+		}
+		sort.Strings(names)
+		more := ""
+		if len(names) > 10 {
+			more = fmt.Sprintf(" and %d more", len(names)-10)
+			names = names[:10]
+		}
+		msg := fmt.Sprintf("%d SharedVolume(s) live in this VolumeGroup (%s%s): delete or migrate them first; it is deleted once none is left (deletion never removes the VG or its LVs from disk)", len(vols.Items), strings.Join(names, ", "), more)
+		if setCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionDeletionBlocked, metav1.ConditionTrue, "VolumesExist", msg) {
+			r.Recorder.Eventf(vg, nil, corev1.EventTypeWarning, "DeleteBlocked", "Delete", "%s", msg)
+		}
+		return ctrl.Result{RequeueAfter: 30 * time.Second}, r.applyStatus(ctx, vg)
+	}
+	if r.ClaimNamespace != "" {
+		claim := &coordv1.Lease{}
+		claim.Namespace, claim.Name = r.ClaimNamespace, v1.VGCreateClaimName(vg.Name)
+		if err := r.Delete(ctx, claim); client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	controllerutil.RemoveFinalizer(vg, v1.Finalizer)
+	if err := r.Update(ctx, vg); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	r.Recorder.Eventf(vg, nil, corev1.EventTypeNormal, "Deleted", "Delete", "no volume left: VolumeGroup released (VG %s stays on disk)", vg.Spec.VGName)
+	return ctrl.Result{}, nil
 }
 
 // VGStatusFieldManager owns the VolumeGroup status fields the operator computes.
@@ -240,6 +324,24 @@ func (r *VolumeGroupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			r.Heartbeats.Observe(o)
 			return requestsFor(ctx, mgr.GetClient(), &v1.VolumeGroupList{})
 		}), builder.WithPredicates(heartbeat.Revived())).
+		// A volume going away may unblock its VolumeGroup's deletion.
+		Watches(&v1.SharedVolume{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			var reqs []reconcile.Request
+			for _, name := range involvedVGs(o.(*v1.SharedVolume)) {
+				reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: name}})
+			}
+			return reqs
+		}), builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(event.CreateEvent) bool { return false }, UpdateFunc: func(event.UpdateEvent) bool { return false },
+			DeleteFunc: func(event.DeleteEvent) bool { return true }, GenericFunc: func(event.GenericEvent) bool { return false },
+		})).
+		// Another VolumeGroup going away may make this one the served claimant of its VG.
+		Watches(&v1.VolumeGroup{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+			return requestsFor(ctx, mgr.GetClient(), &v1.VolumeGroupList{})
+		}), builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(event.CreateEvent) bool { return false }, UpdateFunc: func(event.UpdateEvent) bool { return false },
+			DeleteFunc: func(event.DeleteEvent) bool { return true }, GenericFunc: func(event.GenericEvent) bool { return false },
+		})).
 		Named("volumegroup").
 		Complete(r)
 }

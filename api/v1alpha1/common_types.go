@@ -1,6 +1,10 @@
 package v1alpha1
 
-import "time"
+import (
+	"slices"
+	"sort"
+	"time"
+)
 
 // Condition types shared by the three resources. Every condition carries a Reason in
 // CamelCase and a Message a human can act on.
@@ -99,25 +103,76 @@ const (
 	NodeConditionLocksRestored = "SharedLVMLocksRestored"
 )
 
-// DeadNodes returns the nodes of a VG whose locks sanlock has released because they died:
-// nodes whose own reports went stale and whose host_id a node with a fresh report sees as
-// DEAD. Only then may their locks be treated as gone; a node that merely stopped reporting
-// may still hold its leases.
-func (vg *VolumeGroup) DeadNodes(now time.Time) map[string]bool {
-	dead := map[int32]bool{}
+// +kubebuilder:object:generate=false
+
+// HostVerdict is what the other nodes' sanlock says about one node's host_id in a VG's
+// lockspace, from the fresh, started entries of the VolumeGroup.
+type HostVerdict struct {
+	// Node and HostID name the judged node and the host_id it uses in the lockspace.
+	Node   string
+	HostID int32
+	// Dead: a node whose lockspace is started and whose report is fresh sees the host_id
+	// DEAD, so sanlock has released (and grants to others) every lease the node held in
+	// the VG, whatever the node's own agent still says.
+	Dead bool
+	// Failed: a live node sees the host_id FAIL (renewals stopped; its leases still hold
+	// until sanlock declares it DEAD). Since is the earliest such sighting, By who saw it.
+	Failed bool
+	Since  time.Time
+	// By is the reporting node of the verdict (the first by name).
+	By string
+}
+
+// HostVerdicts judges every node of the VG whose entry names a host_id. Only a node that
+// is Ready (lockspace started, report fresh) can judge another: a stale report may be from
+// before the host came back. A node never judges itself.
+func (vg *VolumeGroup) HostVerdicts(now time.Time) map[string]HostVerdict {
+	reporters := make([]*NodeLockspaceStatus, 0, len(vg.Status.Nodes))
 	for i := range vg.Status.Nodes {
-		n := &vg.Status.Nodes[i]
-		if n.Ready(now) {
-			for _, id := range n.DeadHosts {
-				dead[id] = true
-			}
+		if n := &vg.Status.Nodes[i]; n.Ready(now) {
+			reporters = append(reporters, n)
 		}
 	}
-	out := map[string]bool{}
+	sort.Slice(reporters, func(i, j int) bool { return reporters[i].Node < reporters[j].Node })
+	out := map[string]HostVerdict{}
 	for i := range vg.Status.Nodes {
 		n := &vg.Status.Nodes[i]
-		if !n.Fresh(now) && n.HostID > 0 && dead[n.HostID] {
-			out[n.Node] = true
+		if n.HostID <= 0 {
+			continue
+		}
+		v := HostVerdict{Node: n.Node, HostID: n.HostID}
+		for _, r := range reporters {
+			if r.Node == n.Node || (r.HostID == n.HostID && r.HostID > 0) {
+				continue // a node (or its host_id twin) cannot judge itself
+			}
+			if slices.Contains(r.DeadHosts, n.HostID) && !v.Dead {
+				v.Dead, v.By = true, r.Node
+			}
+			for _, f := range r.FailedHosts {
+				if f.HostID == n.HostID && (!v.Failed || f.Since.Time.Before(v.Since)) {
+					v.Failed, v.Since = true, f.Since.Time
+					if !v.Dead {
+						v.By = r.Node
+					}
+				}
+			}
+		}
+		if v.Dead || v.Failed {
+			out[n.Node] = v
+		}
+	}
+	return out
+}
+
+// DeadNodes returns the nodes of a VG whose locks sanlock has released because it declared
+// their host_id DEAD (HostVerdicts): their locks count as released even if their agent still
+// runs and reports (a node whose storage path, sanlock or lvmlockd died keeps a live agent).
+// FAIL is not enough: such a host may still write until its watchdog fires.
+func (vg *VolumeGroup) DeadNodes(now time.Time) map[string]bool {
+	out := map[string]bool{}
+	for name, v := range vg.HostVerdicts(now) {
+		if v.Dead {
+			out[name] = true
 		}
 	}
 	return out

@@ -1,5 +1,10 @@
 package v1alpha1
 
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
 // LVMVGName is a VG name LVM accepts: letters, digits and + _ . -, not starting with a
 // hyphen, not "." or "..", at most 63 characters (the VG name is part of every device-mapper
 // name, which is limited to 127 bytes).
@@ -33,3 +38,18 @@ type DevicePath string
 // +kubebuilder:validation:MaxLength=253
 // +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must be the name of a Kubernetes object: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
 type ObjectName string
+
+// VGCreateClaimPrefix starts the name of the coordination Lease that makes one node, and
+// only one, the creator of a VolumeGroup's VG (the agents' create claim, in the heartbeat
+// namespace): two pvcreate/vgcreate racing on one LUN is how shared storage gets corrupted.
+const VGCreateClaimPrefix = "sharedlvm-vgcreate-"
+
+// VGCreateClaimName is the create claim's Lease name for a VolumeGroup (a digest when the
+// name would be too long).
+func VGCreateClaimName(vg string) string {
+	if name := VGCreateClaimPrefix + vg; len(name) <= 253 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(vg))
+	return VGCreateClaimPrefix + hex.EncodeToString(sum[:16])
+}

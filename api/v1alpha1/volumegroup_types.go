@@ -100,10 +100,53 @@ type NodeLockspaceStatus struct {
 	// +optional
 	// +listType=set
 	DeadHosts []int32 `json:"deadHosts,omitempty"`
+	// failedHosts are the sanlock host_ids this node's sanlock sees in FAIL in the lockspace
+	// (their delta lease stopped being renewed, they may still hold leases), each with when
+	// this node's agent first saw it so. A failed host turns DEAD, or LIVE again.
+	// +optional
+	// +listType=map
+	// +listMapKey=hostID
+	// +kubebuilder:validation:MaxItems=2000
+	FailedHosts []FailedHost `json:"failedHosts,omitempty"`
+	// reason is why the lockspace is not started (or what went wrong last), in CamelCase;
+	// message says it for humans.
+	// +optional
+	Reason LockspaceReason `json:"reason,omitempty"`
 	// message explains a lockspace that is not started.
 	// +optional
 	Message string `json:"message,omitempty"`
 }
+
+// FailedHost is a host_id in sanlock's FAIL state, as one node's sanlock sees it.
+type FailedHost struct {
+	// hostID is the failed host's sanlock host_id.
+	HostID int32 `json:"hostID"`
+	// since is when the reporting agent first saw the host in FAIL.
+	Since metav1.Time `json:"since"`
+}
+
+// LockspaceReason says, in a node's lockspace entry, why the lockspace is not started or
+// what the node's last VG operation ran into.
+// +kubebuilder:validation:Enum=Started;Joining;VGNotFound;VGCreateFailed;WaitingForVGCreateClaim;LockstartFailed;HostIDConflict;SanlockNotAnswering;HostIDUnknown;ReportFailed;VolumeGroupConflict
+type LockspaceReason string
+
+const (
+	LockspaceStarted        LockspaceReason = "Started"
+	LockspaceJoining        LockspaceReason = "Joining"
+	LockspaceVGNotFound     LockspaceReason = "VGNotFound"
+	LockspaceVGCreateFailed LockspaceReason = "VGCreateFailed"
+	// LockspaceWaitingForVGCreateClaim: this node was chosen to create the VG, but another
+	// node holds the create claim (it may be running vgcreate): only the holder creates.
+	LockspaceWaitingForVGCreateClaim LockspaceReason = "WaitingForVGCreateClaim"
+	LockspaceLockstartFailed         LockspaceReason = "LockstartFailed"
+	LockspaceHostIDConflict          LockspaceReason = "HostIDConflict"
+	LockspaceSanlockNotAnswering     LockspaceReason = "SanlockNotAnswering"
+	LockspaceHostIDUnknown           LockspaceReason = "HostIDUnknown"
+	LockspaceReportFailed            LockspaceReason = "ReportFailed"
+	// LockspaceVolumeGroupConflict: another, older VolumeGroup claims the same VG name or
+	// one of the same PVs; the agent serves only the older one.
+	LockspaceVolumeGroupConflict LockspaceReason = "VolumeGroupConflict"
+)
 
 // VolumeGroupStatus is the observed state of the shared VG.
 type VolumeGroupStatus struct {
@@ -185,4 +228,37 @@ type VolumeGroupList struct {
 
 func init() {
 	SchemeBuilder.Register(&VolumeGroup{}, &VolumeGroupList{})
+}
+
+// ClaimConflict finds the VolumeGroup that claims the same LVM VG name, or one of the same
+// PVs, as vg and was created before it (by creation time, then name): the older one is
+// served and vg is not, so a VG's capacity is never counted twice and no two VolumeGroups
+// ever drive one LUN. It returns the older object's name and what it claims ("" when none).
+// The chart's admission policy refuses such objects at creation; this is the backstop for
+// objects created at the same instant, or where the policy is not installed.
+func (vg *VolumeGroup) ClaimConflict(all []VolumeGroup) (other, what string) {
+	older := func(o *VolumeGroup) bool {
+		a, b := o.CreationTimestamp, vg.CreationTimestamp
+		if !a.Equal(&b) {
+			return a.Before(&b)
+		}
+		return o.Name < vg.Name
+	}
+	for i := range all {
+		o := &all[i]
+		if o.Name == vg.Name || !older(o) {
+			continue
+		}
+		if o.Spec.VGName == vg.Spec.VGName {
+			return o.Name, "VG name " + string(vg.Spec.VGName)
+		}
+		for _, p := range vg.Spec.PVs {
+			for _, q := range o.Spec.PVs {
+				if p == q {
+					return o.Name, "PV " + string(p)
+				}
+			}
+		}
+	}
+	return "", ""
 }

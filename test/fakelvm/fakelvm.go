@@ -79,9 +79,12 @@ func (c *Cluster) Log() []Call {
 
 type hostState struct {
 	lockspaces map[string]bool
-	calls      [][]string
-	up         bool
-	boots      int
+	// deadIn: the lockspaces in which the other hosts' sanlock declared this host DEAD
+	// (until it joins them again).
+	deadIn map[string]bool
+	calls  [][]string
+	up     bool
+	boots  int
 }
 
 type vg struct {
@@ -120,7 +123,7 @@ func (c *Cluster) Host(id int) *Host {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.hosts[id]; !ok {
-		c.hosts[id] = &hostState{lockspaces: map[string]bool{}, up: true}
+		c.hosts[id] = &hostState{lockspaces: map[string]bool{}, deadIn: map[string]bool{}, up: true}
 	}
 	return &Host{c: c, id: id}
 }
@@ -248,10 +251,13 @@ func (c *Cluster) Crash(host int) {
 }
 
 // DeclareDead releases every lease of a crashed host, as the other hosts' sanlock does once
-// its delta lease expired.
+// its delta lease expired: from then on they list its host_id DEAD in those lockspaces.
 func (c *Cluster) DeclareDead(host int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for name := range c.hosts[host].lockspaces {
+		c.hosts[host].deadIn[name] = true
+	}
 	c.dropLocks(host)
 }
 
@@ -823,6 +829,14 @@ func (c *Cluster) vgcreate(host int, argv []string) executor.Result {
 	if _, exists := c.vgs[name]; exists {
 		return fail(5, fmt.Sprintf("  A volume group called %s already exists.\n", name))
 	}
+	for _, vn := range c.sortedVGs() {
+		for _, p := range c.vgs[vn].pvs {
+			if _, ok := pvs[p.name]; ok {
+				// The refusal's first line, as lvm 2.03.16 printed it on the bed.
+				return fail(5, fmt.Sprintf("  Physical volume '%s' is already in volume group '%s'\n", p.name, vn))
+			}
+		}
+	}
 	c.createVG(name, pvs)
 	c.hosts[host].lockspaces[name] = true
 	return ok(fmt.Sprintf("  Volume group \"%s\" successfully created\n", name))
@@ -847,6 +861,7 @@ func (c *Cluster) vgchange(host int, argv []string) executor.Result {
 		switch op {
 		case "--lockstart":
 			c.hosts[host].lockspaces[n] = true
+			delete(c.hosts[host].deadIn, n)
 		case "--lockstop":
 			for _, l := range v.lvs {
 				if _, held := l.holders[host]; held {
@@ -930,11 +945,13 @@ func (c *Cluster) sanlock(host int, argv []string) executor.Result {
 			}
 			sort.Ints(ids)
 			for _, id := range ids {
-				if !c.hosts[id].lockspaces[name] {
-					continue
-				}
 				state := "LIVE"
-				if !c.hosts[id].up {
+				switch {
+				case c.hosts[id].deadIn[name] && !c.hosts[id].lockspaces[name]:
+					state = "DEAD"
+				case !c.hosts[id].lockspaces[name]:
+					continue
+				case !c.hosts[id].up:
 					state = "FAIL"
 				}
 				fmt.Fprintf(&b, "h %d gen 1 timestamp 100 %s\n", id, state)
