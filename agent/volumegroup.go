@@ -156,7 +156,7 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if lvm.KindOf(repErr) == lvm.KindVGNotFound && vg.Status.CreateNode == r.Node.Name && slErr == nil {
 		var reason v1.LockspaceReason
 		var msg string
-		report, reason, msg = r.createVG(ctx, &vg)
+		report, reason, msg = r.CreateVG(ctx, &vg)
 		if report != nil {
 			repErr = nil
 			started = true // vgcreate --shared starts the lockspace on the creating node
@@ -276,11 +276,11 @@ func (r *VolumeGroupAgent) hostStates(vgName string, hosts []sanlock.LockspaceHo
 	return dead, failed
 }
 
-// createVG runs `vgcreate --shared` for the VolumeGroup exactly once across the cluster:
+// CreateVG runs `vgcreate --shared` for the VolumeGroup exactly once across the cluster:
 // under its create claim (VGCreateClaim), after checking that the VG did not appear in the
 // meantime, fenced right before the command, and renewed while it runs. It returns the VG's
 // report once created, or why not (the VG's condition shows it with LVM's own message).
-func (r *VolumeGroupAgent) createVG(ctx context.Context, vg *v1.VolumeGroup) (*lvm.Report, v1.LockspaceReason, string) {
+func (r *VolumeGroupAgent) CreateVG(ctx context.Context, vg *v1.VolumeGroup) (*lvm.Report, v1.LockspaceReason, string) {
 	name := string(vg.Spec.VGName)
 	if r.Claim == nil {
 		return nil, v1.LockspaceVGCreateFailed, "this agent has no create claim configured: it never runs vgcreate"
