@@ -95,7 +95,7 @@ func TestLintAndTemplate(t *testing.T) {
 		}
 	}
 	want := map[string]int{"ServiceAccount": 2, "ClusterRole": 2, "ClusterRoleBinding": 2, "Deployment": 1, "DaemonSet": 1,
-		"Service": 1, "ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1}
+		"Service": 1, "ValidatingAdmissionPolicy": 2, "ValidatingAdmissionPolicyBinding": 2}
 	for k, n := range want {
 		if len(kinds[k]) != n {
 			t.Errorf("%d %s rendered (%v), want %d", len(kinds[k]), k, kinds[k], n)
@@ -287,6 +287,42 @@ func TestInstallIntoAPIServer(t *testing.T) {
 	}
 	if err := beat(agent1, "kube-scheduler", "node-1"); !apierrors.IsForbidden(err) {
 		t.Errorf("agent of node-1 writing another Lease: %v", err)
+	}
+	// VolumeGroup create claims: in its own name only (#14 item 5).
+	must(t, beat(agent1, v1.VGCreateClaimName("cinder"), "node-1"))
+	if err := beat(agent1, v1.VGCreateClaimName("other"), "node-2"); !apierrors.IsForbidden(err) {
+		t.Errorf("agent of node-1 claiming a VG create in node-2's name: %v", err)
+	}
+
+	// One VolumeGroup per VG name and per PV, at admission (#14 item 4).
+	for _, dup := range []*v1.VolumeGroup{
+		{ObjectMeta: metav1.ObjectMeta{Name: "dup-name"}, Spec: v1.VolumeGroupSpec{VGName: "vg1", PVs: []v1.DevicePath{"/dev/sdz"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "dup-pv"}, Spec: v1.VolumeGroupSpec{VGName: "vg9", PVs: []v1.DevicePath{"/dev/sdy", "/dev/sdb"}}},
+	} {
+		// The policy's params (every VolumeGroup) are watched: it applies a moment later.
+		var err error
+		for end := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			if err = admin.Create(ctx, dup); err != nil || time.Now().After(end) {
+				break
+			}
+			must(t, admin.Delete(ctx, dup))
+		}
+		if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "already claimed by VolumeGroup cinder") {
+			t.Errorf("duplicate VolumeGroup %s: %v", dup.Name, err)
+		} else {
+			t.Logf("refused as expected: %v", err)
+		}
+	}
+	own := &v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: "own"}, Spec: v1.VolumeGroupSpec{VGName: "vg2", PVs: []v1.DevicePath{"/dev/sdc"}}}
+	must(t, admin.Create(ctx, own))
+	get := func() { must(t, admin.Get(ctx, client.ObjectKeyFromObject(own), own)) }
+	get()
+	own.Finalizers = append(own.Finalizers, "example.com/keep")
+	must(t, admin.Update(ctx, own)) // not a PV change: not checked
+	get()
+	own.Spec.PVs = append(own.Spec.PVs, "/dev/sdb")
+	if err := admin.Update(ctx, own); !apierrors.IsInvalid(err) {
+		t.Errorf("adding a PV another VolumeGroup claims: %v", err)
 	}
 
 	// RBAC: the agent cannot create or delete anything of the API.
