@@ -103,7 +103,9 @@ var _ = Describe("Defects of #14", Ordered, func() {
 		stop("node-1")
 		storage.Reboot(1)
 		startAgent("node-1", storage.Host(1))
-		Eventually(func() string { return get(&v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: vgCR}}).Status.NodesReady }).Should(Equal("2/2"))
+		Eventually(func() string {
+			return get(&v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: vgCR}}).Status.NodesReady
+		}).Should(Equal("2/2"))
 		for _, o := range []client.Object{evac, m2, vol, multi} {
 			del(o)
 		}

@@ -3,12 +3,16 @@
 package storage
 
 import (
+	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/sharedlvm/sharedlvm-operator/agent/sanlock"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/test/testbed"
@@ -16,8 +20,11 @@ import (
 
 // TestNodeDeathOnRealSharedLVM: a node dies holding a volume exclusively; the volume is
 // moved (its attachment deleted, a new one on the other node, as Nova's evacuate does). The
-// new attachment waits, saying why, until sanlock declares the dead host gone, then takes
-// the lease. When the dead node comes back it does not take the lock again.
+// new attachment waits, saying why, until sanlock declares the dead host DEAD, then takes
+// the lease. Twice (#14 item 1): first with the dead node's agent left running (its host's
+// storage is gone, the agent keeps heartbeating: only sanlock's verdict can tell), then,
+// after the node came back, the other node dies with its agent stopped. Each takeover is
+// shown next to the moment the survivor's own sanlock turned the dead host DEAD.
 func TestNodeDeathOnRealSharedLVM(t *testing.T) {
 	bed := newBed(t, testbed.Config{Hosts: 2, LUNs: 1, LUNSize: 1 << 30, IOTimeout: 3})
 	tm := &timings{dir: bed.Dir}
@@ -29,48 +36,91 @@ func TestNodeDeathOnRealSharedLVM(t *testing.T) {
 
 	vol := cl.createVolume("evacuee", "16Mi", false)
 	cl.wait("available", time.Minute, cl.available(vol))
-	cl.attach("evacuee-host2", "evacuee", "host2", v1.PurposeInstance)
-	cl.wait("on host2", time.Minute, cl.attached("evacuee-host2", v1.LockExclusive))
 	uuid := vol.Status.LVUUID
-	mustLease(ctx, t, b, vg, uuid, false)
 
-	killed := time.Now()
-	b.Kill()
-	cl.agents["host2"]()
-
-	old := &v1.VolumeAttachment{}
-	old.Namespace, old.Name = "cloud", "evacuee-host2"
-	if err := cl.c.Delete(ctx, old); err != nil {
-		t.Fatal(err)
-	}
-	cl.attach("evacuee-host1", "evacuee", "host1", v1.PurposeInstance)
-
-	// While host2's lease lives, host1 waits and says why.
-	sawWaiting := ""
-	cl.wait("attached on host1 after host2 is declared dead", 6*time.Minute, func() error {
-		var att v1.VolumeAttachment
-		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: "cloud", Name: "evacuee-host1"}, &att); err != nil {
-			return err
+	// evacuate kills the holder, moves the volume to the survivor and returns when the
+	// survivor holds it, checking that it never did before sanlock said DEAD.
+	evacuate := func(variant string, dead, survivor *node, stopAgent bool) {
+		oldName, newName := "evacuee-"+dead.Name, "evacuee-"+survivor.Name
+		var cur v1.VolumeAttachment
+		if err := cl.c.Get(ctx, client.ObjectKey{Namespace: "cloud", Name: oldName}, &cur); err != nil {
+			cl.attach(oldName, "evacuee", dead.Name, v1.PurposeInstance)
 		}
-		if c := meta.FindStatusCondition(att.Status.Conditions, v1.ConditionReady); c != nil && c.Reason == "WaitingForDeadHost" && sawWaiting == "" {
-			sawWaiting = fmt.Sprintf("%.0fs after the kill: %s", time.Since(killed).Seconds(), c.Message)
-			if r, ok := lease(ctx, t, a, vg, uuid); ok {
-				t.Fatalf("host1 holds %+v while host2 is not declared dead", r)
+		cl.wait("on "+dead.Name, time.Minute, cl.attached(oldName, v1.LockExclusive))
+		mustLease(ctx, t, dead, vg, uuid, false)
+		hostID := hostIDOf(ctx, t, dead)
+
+		killed := time.Now()
+		dead.Kill()
+		if stopAgent {
+			cl.agents[dead.Name]()
+		}
+		var failAt, deadAt time.Duration
+		var mu sync.Mutex
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		go func() { // the survivor's own sanlock, every second
+			for watchCtx.Err() == nil {
+				if hosts, err := survivor.Sanlock.Hosts(watchCtx); err == nil {
+					for _, ls := range hosts {
+						for _, h := range ls.Hosts {
+							if ls.Lockspace.Name != "lvm_"+vg || int32(h.ID) != hostID {
+								continue
+							}
+							mu.Lock()
+							if h.State == sanlock.HostFail && failAt == 0 {
+								failAt = time.Since(killed)
+							}
+							if h.State == sanlock.HostDead && deadAt == 0 {
+								deadAt = time.Since(killed)
+							}
+							mu.Unlock()
+						}
+					}
+				}
+				time.Sleep(time.Second)
 			}
+		}()
+		old := &v1.VolumeAttachment{}
+		old.Namespace, old.Name = "cloud", oldName
+		if err := cl.c.Delete(ctx, old); err != nil {
+			t.Fatal(err)
 		}
-		return cl.attached("evacuee-host1", v1.LockExclusive)()
-	})
-	took := time.Since(killed)
-	tm.add("node death: kill holder → lock taken on the other node (stale report + sanlock DEAD)", took)
-	t.Logf("waiting condition seen %s", sawWaiting)
-	if sawWaiting == "" {
-		t.Fatal("the new attachment never said it was waiting for the dead host")
+		cl.attach(newName, "evacuee", survivor.Name, v1.PurposeInstance)
+		sawWaiting := ""
+		cl.wait(variant+": attached on "+survivor.Name+" after sanlock declares "+dead.Name+" DEAD", 6*time.Minute, func() error {
+			var att v1.VolumeAttachment
+			if err := cl.c.Get(ctx, client.ObjectKey{Namespace: "cloud", Name: newName}, &att); err != nil {
+				return err
+			}
+			if c := meta.FindStatusCondition(att.Status.Conditions, v1.ConditionReady); c != nil && c.Reason == "WaitingForDeadHost" && sawWaiting == "" {
+				sawWaiting = fmt.Sprintf("%.0fs after the kill: %s", time.Since(killed).Seconds(), c.Message)
+				if r, ok := lease(ctx, t, survivor, vg, uuid); ok {
+					t.Fatalf("%s holds %+v while %s is not declared dead", survivor.Name, r, dead.Name)
+				}
+			}
+			return cl.attached(newName, v1.LockExclusive)()
+		})
+		took := time.Since(killed)
+		stopWatch()
+		mu.Lock()
+		fa, da := failAt, deadAt
+		mu.Unlock()
+		t.Logf("%s: waiting condition seen %s", variant, sawWaiting)
+		t.Logf("%s: sanlock on %s saw host_id %d FAIL at %.0fs, DEAD at %.0fs; takeover at %.1fs", variant, survivor.Name, hostID, fa.Seconds(), da.Seconds(), took.Seconds())
+		tm.add(fmt.Sprintf("node death, %s: sanlock FAIL at %.0f s, DEAD at %.0f s after the kill; takeover", variant, fa.Seconds(), da.Seconds()), took)
+		if sawWaiting == "" {
+			t.Fatalf("%s: the new attachment never said it was waiting for the dead host", variant)
+		}
+		if da == 0 || took < da-2*time.Second {
+			t.Fatalf("%s: lock moved %v after the kill, sanlock's DEAD seen at %v: sooner than sanlock released it", variant, took, da)
+		}
+		mustLease(ctx, t, survivor, vg, uuid, false)
+		cl.wait(variant+": old attachment finalized", time.Minute, cl.goneFn(old))
 	}
-	if took < 60*time.Second {
-		t.Fatalf("lock moved %v after the kill: sooner than sanlock can declare a host dead", took)
-	}
-	mustLease(ctx, t, a, vg, uuid, false)
-	cl.wait("old attachment finalized", time.Minute, cl.goneFn(old))
+
+	evacuate("agent left running", b, a, false)
+	cl.agents[b.Name]() // the node is repaired: its agent restarts with it
 
 	// The dead node comes back: it restores nothing for the moved volume.
 	start := time.Now()
@@ -92,4 +142,21 @@ func TestNodeDeathOnRealSharedLVM(t *testing.T) {
 	time.Sleep(5 * time.Second) // a few report cycles: nothing may re-take the lock
 	mustNoLease(ctx, t, b, vg, uuid)
 	mustLease(ctx, t, a, vg, uuid, false)
+
+	// The other way round (host1 holds it now), with the dead node's agent stopped with it.
+	evacuate("agent stopped", a, b, true)
+}
+
+// hostIDOf reads a node's sanlock host_id in the VG's lockspace from its own sanlock.
+func hostIDOf(ctx context.Context, t *testing.T, n *node) int32 {
+	t.Helper()
+	st, err := n.Sanlock.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, ok := st.Lockspace(vg)
+	if !ok {
+		t.Fatalf("%s has no lockspace of %s", n.Name, vg)
+	}
+	return int32(ls.HostID)
 }

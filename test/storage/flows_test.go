@@ -7,9 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -66,12 +68,18 @@ func startCluster(t *testing.T, bed *testbed.Bed) *cluster {
 func startClusterWith(t *testing.T, bed *testbed.Bed, reportInterval time.Duration) *cluster {
 	t.Helper()
 	// Controller logs go to a file beside the VM logs: t.Log after the test ends would panic.
+	// controller-runtime's root logger is fulfilled once per process, so every test's agents
+	// and operator log through one switching writer into that test's own run directory
+	// (#14: a failed run kept an empty controllers.log).
 	logFile, err := os.Create(filepath.Join(bed.Dir, "controllers.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { logFile.Close() })
-	logf.SetLogger(zap.New(zap.WriteTo(logFile), zap.Level(zapcore.InfoLevel), func(o *zap.Options) { o.TimeEncoder = zapcore.RFC3339NanoTimeEncoder }))
+	controllerLogs.set(logFile)
+	t.Cleanup(func() { controllerLogs.set(nil); logFile.Close() })
+	controllerLogsOnce.Do(func() {
+		logf.SetLogger(zap.New(zap.WriteTo(&controllerLogs), zap.Level(zapcore.InfoLevel), func(o *zap.Options) { o.TimeEncoder = zapcore.RFC3339NanoTimeEncoder }))
+	})
 	env, err := envtestutil.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -424,4 +432,30 @@ func (cl *cluster) powerCycle(n *node) string {
 		cl.t.Fatal(err)
 	}
 	return bootID
+}
+
+var (
+	controllerLogs     switchWriter
+	controllerLogsOnce sync.Once
+)
+
+// switchWriter writes to the current test's log file (nowhere between tests).
+type switchWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *switchWriter) set(w io.Writer) {
+	s.mu.Lock()
+	s.w = w
+	s.mu.Unlock()
+}
+
+func (s *switchWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.w == nil {
+		return len(p), nil
+	}
+	return s.w.Write(p)
 }
