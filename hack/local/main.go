@@ -18,11 +18,13 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/yaml"
@@ -31,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/cmd"
 	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
 	"github.com/sharedlvm/sharedlvm-operator/test/fakelvm"
@@ -43,6 +46,8 @@ func main() {
 	exitAfter := flag.Duration("exit-after", 0, "stop after this long (0: run until Ctrl-C); for smoke tests")
 	flag.BoolVar(&exitWhenDone, "exit-when-done", false, "with --storage=vms, stop and clean up once the demo is done (the storage tier's smoke test)")
 	verbose := flag.Bool("v", false, "log controller output")
+	flag.StringVar(&volumeGroups, "volume-groups", "cinder-ssd", "with --storage=model, the shared VGs of the model (comma-separated); each gets a VolumeGroup of the same name unless a sample creates it")
+	flag.StringVar(&kubeconfigOut, "write-kubeconfig", "", "also write the control plane's kubeconfig to this path (for clients such as the Cinder driver's tests)")
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseDevMode(*verbose), zap.Level(levelFor(*verbose))))
 	var err error
@@ -60,7 +65,11 @@ func main() {
 	}
 }
 
-var exitWhenDone bool
+var (
+	exitWhenDone  bool
+	volumeGroups  string
+	kubeconfigOut string
+)
 
 func levelFor(v bool) zapcore.Level {
 	if v {
@@ -96,7 +105,10 @@ func run(nodes int, samples bool, exitAfter time.Duration) error {
 	// on every node (test/fakelvm), so the embedded default needs no disks, no root and
 	// touches nothing on this machine. The storage tier runs the same code on real VMs.
 	storage := fakelvm.New()
-	storage.CreateVG("cinder-ssd", map[string]int64{"/dev/disk/by-id/wwn-0x600a098038303053453f463045727041": 100 << 30})
+	vgNames := strings.Split(volumeGroups, ",")
+	for i, name := range vgNames {
+		storage.CreateVG(name, map[string]int64{modelPV(i): 100 << 30})
+	}
 	// Each node's agent is the real agent; its commands go to the model's host i+1.
 	hosts := make([]executor.Executor, nodes)
 	for i := range hosts {
@@ -110,12 +122,39 @@ func run(nodes int, samples bool, exitAfter time.Duration) error {
 			return err
 		}
 	}
+	for i, name := range vgNames {
+		vg := &v1.VolumeGroup{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: v1.VolumeGroupSpec{
+				VGName:       v1.LVMVGName(name),
+				PVs:          []v1.DevicePath{v1.DevicePath(modelPV(i))},
+				NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"sharedlvm.io/san-ssd": "true"}},
+			},
+		}
+		if err := c.Create(ctx, vg); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+	}
 
 	kubeconfig, err := publishKubeconfig(env)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(kubeconfig)
+	if kubeconfigOut != "" {
+		data, err := os.ReadFile(kubeconfig)
+		if err != nil {
+			return err
+		}
+		// Written last and atomically: a client waiting for the file finds a running system.
+		if err := os.WriteFile(kubeconfigOut+".tmp", data, 0o600); err != nil {
+			return err
+		}
+		if err := os.Rename(kubeconfigOut+".tmp", kubeconfigOut); err != nil {
+			return err
+		}
+		defer os.Remove(kubeconfigOut)
+	}
 
 	time.Sleep(4 * time.Second) // let lockspaces start and the samples attach before showing them
 	show := exec.Command(env.Kubectl, "--kubeconfig", kubeconfig, "get", "sharedlvm", "-A", "-o", "wide")
@@ -140,6 +179,14 @@ Metrics: http://127.0.0.1:18080/metrics   Press Ctrl-C to stop and clean up.
 	case err := <-errs:
 		return err
 	}
+}
+
+// modelPV is the device path of the model's i-th VG's only PV (a by-id path, as on a SAN).
+func modelPV(i int) string {
+	if i == 0 {
+		return "/dev/disk/by-id/wwn-0x600a098038303053453f463045727041"
+	}
+	return fmt.Sprintf("/dev/disk/by-id/wwn-0x600a0980383030534537%06d", i)
 }
 
 // publishKubeconfig copies the control plane's admin kubeconfig to a stable path under the
