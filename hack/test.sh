@@ -35,6 +35,15 @@ step "go test (unit + envtest)"
 logdir=$(mktemp -d)
 go test -p 1 -count=1 ./... 2>&1 | tee "$logdir/go-test.log"
 
+step "OpenStack: the Cinder driver's unit tests against the operator and agents (test/openstack/run-unit.sh)"
+if test/openstack/run-unit.sh > "$logdir/openstack-unit.log" 2>&1; then
+  tail -1 "$logdir/openstack-unit.log"
+  echo "ok   openstack/sharedlvm_cinder (unit)" >> "$logdir/go-test.log"
+else
+  tail -80 "$logdir/openstack-unit.log"
+  echo "FAIL openstack/sharedlvm_cinder (unit)" >> "$logdir/go-test.log"
+fi
+
 if [[ "${SHAREDLVM_STORAGE_TIER:-1}" != 0 ]]; then
   step "storage tier image (Debian packages, kernel, initramfs; cached)"
   hack/testbed-image.sh >/dev/null
@@ -56,3 +65,4 @@ failed=$(grep -cE '^(FAIL|--- FAIL)' "$logdir/go-test.log" || true)
 echo
 echo "total time: $((SECONDS - start)) s"
 echo "packages: ${summary} passed, ${failed} failed"
+[[ $failed == 0 ]]
