@@ -23,6 +23,7 @@ kubeconfig=$work/kubeconfig
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 for _ in $(seq 1 600); do
   [[ -s $kubeconfig ]] && break
   kill -0 "$pid" 2>/dev/null || { cat "$work/local.log"; echo "the control plane exited" >&2; exit 1; }

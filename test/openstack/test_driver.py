@@ -372,14 +372,20 @@ class SharedLVMDriverTestCase(test.TestCase):
         vol = self._created()
         self.assertEqual((False, None), self.driver.migrate_volume(
             self.context, vol, {'host': 'other@lvm#%s' % HDD}))
-        vol.status = 'in-use'
+        self.driver.initialize_connection(vol, nova_connector('compute-0'))
+        vol.status = 'migrating'  # what Cinder says, attached or not
         self.assertEqual((False, None), self.driver.migrate_volume(
             self.context, vol, {'host': '%s#%s' % (HOST, HDD)}))
+        self.assertFalse(self.driver.retype(
+            self.context, vol, {'name': 'hdd'},
+            {'extra_specs': {'pool_name': [SSD, HDD]}},
+            {'host': '%s#%s' % (HOST, HDD)}))
         self.assertEqual(SSD, self.res.get(
             kube.VOLUMES, vol.name)['status']['volumeGroup'])
 
     def test_retype_to_other_pool_and_multiattach(self):
         vol = self._created()
+        vol.status = 'retyping'  # as the volume manager sets it
         diff = {'extra_specs': {'pool_name': [SSD, HDD],
                                 'multiattach': [None, '<is> True']}}
         self.assertTrue(self.driver.retype(
