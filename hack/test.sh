@@ -4,7 +4,9 @@
 # envtest binaries on first use (~6 min on 2 cores) and caches them.
 # Then the storage tier: real lvm2 + lvmlockd + sanlock in qemu VMs sharing LUN images
 # (test/storage, build tag "storage"; ~12 min; needs root to install Debian packages once).
-# Set SHAREDLVM_STORAGE_TIER=0 to skip it.
+# Set SHAREDLVM_STORAGE_TIER=0 to skip it. The Cinder driver's unit tests and the OpenStack
+# tier (Debian's Cinder services, ~6 min of packages the first time) run before it;
+# SHAREDLVM_OPENSTACK_TIER=0 skips the latter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local GOFLAGS=${GOFLAGS:--mod=mod}
@@ -42,6 +44,18 @@ if test/openstack/run-unit.sh > "$logdir/openstack-unit.log" 2>&1; then
 else
   tail -80 "$logdir/openstack-unit.log"
   echo "FAIL openstack/sharedlvm_cinder (unit)" >> "$logdir/go-test.log"
+fi
+
+if [[ "${SHAREDLVM_OPENSTACK_TIER:-1}" != 0 ]]; then
+  step "OpenStack tier: Debian's real Cinder services with the driver (test/openstack/run-cinder.sh)"
+  if test/openstack/run-cinder.sh > "$logdir/openstack-tier.log" 2>&1; then
+    grep -E '^\[|^\|' "$logdir/openstack-tier.log" | grep -v '^\[.*pool capabilities' || true
+    tail -3 "$logdir/openstack-tier.log"
+    echo "ok   openstack tier (Cinder)" >> "$logdir/go-test.log"
+  else
+    tail -80 "$logdir/openstack-tier.log"
+    echo "FAIL openstack tier (Cinder)" >> "$logdir/go-test.log"
+  fi
 fi
 
 if [[ "${SHAREDLVM_STORAGE_TIER:-1}" != 0 ]]; then
