@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -94,8 +95,8 @@ func TestLintAndTemplate(t *testing.T) {
 			}
 		}
 	}
-	want := map[string]int{"ServiceAccount": 2, "ClusterRole": 2, "ClusterRoleBinding": 2, "Deployment": 1, "DaemonSet": 1,
-		"Service": 1, "ValidatingAdmissionPolicy": 2, "ValidatingAdmissionPolicyBinding": 2}
+	want := map[string]int{"ServiceAccount": 3, "ClusterRole": 3, "ClusterRoleBinding": 3, "Role": 1, "RoleBinding": 1,
+		"Deployment": 1, "DaemonSet": 1, "Service": 1, "ValidatingAdmissionPolicy": 2, "ValidatingAdmissionPolicyBinding": 2}
 	for k, n := range want {
 		if len(kinds[k]) != n {
 			t.Errorf("%d %s rendered (%v), want %d", len(kinds[k]), k, kinds[k], n)
@@ -146,6 +147,8 @@ func TestInstallIntoAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Cinder's namespace exists before the chart binds the driver's ServiceAccount there.
+	must(t, admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "openstack"}}))
 	start := time.Now()
 	t.Log(runHelm(t, bin, "install", release, chartDir, "-n", namespace, "--create-namespace", "--kubeconfig", env.Kubeconfig))
 	t.Logf("helm install took %.1fs", time.Since(start).Seconds())
@@ -172,6 +175,34 @@ func TestInstallIntoAPIServer(t *testing.T) {
 	}
 	var vap admissionv1.ValidatingAdmissionPolicy
 	must(t, admin.Get(ctx, client.ObjectKey{Name: "sharedlvm-agent-node-restriction"}, &vap))
+
+	// The Cinder driver's ServiceAccount: what the driver does, in Cinder's namespace only.
+	cinderCfg := rest.CopyConfig(env.Config)
+	cinderCfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:openstack:sharedlvm-cinder",
+		Groups: []string{"system:serviceaccounts", "system:authenticated"}}
+	cinder, err := client.New(cinderCfg, client.Options{Scheme: cmd.Scheme()})
+	must(t, err)
+	sv := &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "openstack", Name: "volume-1"},
+		Spec: v1.SharedVolumeSpec{VolumeGroup: "cinder", Size: resource.MustParse("1Gi")}}
+	must(t, cinder.Create(ctx, sv))
+	must(t, cinder.Patch(ctx, sv, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"size":"2Gi"}}`))))
+	must(t, cinder.Create(ctx, &v1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Namespace: "openstack", Name: "volume-1-node-1"},
+		Spec: v1.VolumeAttachmentSpec{Volume: "volume-1", Node: "node-1"}}))
+	must(t, cinder.List(ctx, &v1.VolumeAttachmentList{}, client.InNamespace("openstack")))
+	must(t, cinder.List(ctx, &v1.VolumeGroupList{}))
+	sv.Status.Phase = v1.VolumeAvailable
+	for what, err := range map[string]error{
+		"write a SharedVolume's status": cinder.Status().Update(ctx, sv),
+		"create a SharedVolume in another namespace": cinder.Create(ctx, &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "x"},
+			Spec: v1.SharedVolumeSpec{VolumeGroup: "cinder", Size: resource.MustParse("1Gi")}}),
+		"create a VolumeGroup": cinder.Create(ctx, &v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: "x"}, Spec: v1.VolumeGroupSpec{VGName: "x", PVs: []v1.DevicePath{"/dev/x"}}}),
+	} {
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("the Cinder driver's ServiceAccount may %s: %v", what, err)
+		}
+	}
+	must(t, cinder.Delete(ctx, &v1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Namespace: "openstack", Name: "volume-1-node-1"}}))
+	must(t, cinder.Delete(ctx, sv))
 
 	// Objects the agents will write.
 	must(t, admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "cloud"}}))
