@@ -346,9 +346,44 @@ func TestCoreFlowsOnRealSharedLVM(t *testing.T) {
 	mustNoLease(ctx, t, a, vg, uuid)
 	mustLease(ctx, t, b, vg, uuid, false)
 
+	// Back and again (A→B→A→B, #14 item 3): each hop is a migration-target on the other host
+	// while the source's attachment exists (both shared per each host's own sanlock), then the
+	// source's goes (the destination exclusive, nothing left on the source).
+	last := "e2e-host2"
+	for i, hop := range []struct {
+		src, dst, srcNode, dstNode string
+		srcHost, dstHost           *node
+	}{
+		{"e2e-host2", "e2e-host1b", "host2", "host1", b, a},
+		{"e2e-host1b", "e2e-host2b", "host1", "host2", a, b},
+	} {
+		srcHost, dstHost := hop.srcHost, hop.dstHost
+		start = time.Now()
+		attach(hop.dst, hop.dstNode, v1.PurposeMigrationTarget)
+		cl.wait(fmt.Sprintf("hop %d both shared", i+1), time.Minute, func() error {
+			if err := cl.attached(hop.dst, v1.LockShared)(); err != nil {
+				return err
+			}
+			return cl.attached(hop.src, v1.LockShared)()
+		})
+		mustLease(ctx, t, srcHost, vg, uuid, true)
+		mustLease(ctx, t, dstHost, vg, uuid, true)
+		gone := detach(hop.src)
+		cl.wait(fmt.Sprintf("hop %d %s exclusive", i+1, hop.dstNode), time.Minute, cl.attached(hop.dst, v1.LockExclusive))
+		cl.wait(fmt.Sprintf("hop %d source gone", i+1), time.Minute, cl.goneFn(gone))
+		tm.add("migrate back/again: migration-target → both Shared → source gone → Exclusive", time.Since(start))
+		mustNoLease(ctx, t, srcHost, vg, uuid)
+		mustLease(ctx, t, dstHost, vg, uuid, false)
+		run(ctx, t, dstHost, "dd", "if=/dev/vg1/volume-e2e", "of=/tmp/read", "bs=1M", "count=16", "iflag=direct")
+		if got := md5(ctx, t, dstHost, "/tmp/read"); got != pattern {
+			t.Fatalf("hop %d: %s reads %s, host1 wrote %s", i+1, hop.dstNode, got, pattern)
+		}
+		last = hop.dst
+	}
+
 	// Last detach: no lease anywhere.
 	start = time.Now()
-	gone2 := detach("e2e-host2")
+	gone2 := detach(last)
 	cl.wait("host2 attachment gone", time.Minute, cl.goneFn(gone2))
 	tm.add("delete last VolumeAttachment → released", time.Since(start))
 	for _, n := range cl.nodes {
