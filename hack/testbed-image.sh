@@ -23,7 +23,7 @@ fi
 # Never let the host itself run LVM daemons against the LUN images (it has no device-mapper
 # anyway); the guests start their own.
 
-stamp="$OUT/.complete-v3"
+stamp="$OUT/.complete-v4"
 if [[ -f "$stamp" ]]; then echo "$OUT"; exit 0; fi
 start=$SECONDS
 rm -rf "$OUT"; mkdir -p "$OUT"; cd "$OUT"
@@ -40,8 +40,9 @@ cp "kernel/boot/vmlinuz-$KV" vmlinuz
 
 mkdir -p ird/{bin,dev,proc,sys,host,upper,newroot,mods}
 cp /bin/busybox ird/bin/busybox
-# virtio + 9p root, overlay, device-mapper (linear, mirror for pvmove, snapshot), virtio-serial.
-for m in virtio_pci virtio_blk 9p 9pnet_virtio overlay dm-mod dm-mirror dm-snapshot virtio_console; do
+# virtio + 9p root, overlay, device-mapper (linear, mirror for pvmove, snapshot), virtio-serial,
+# virtio-net (only used by beds that give a guest restricted forwards to this machine's loopback).
+for m in virtio_pci virtio_blk 9p 9pnet_virtio overlay dm-mod dm-mirror dm-snapshot virtio_console virtio_net; do
   /sbin/modprobe -d "$OUT/kernel" -S "$KV" --show-depends "$m"
 done | awk '$1=="insmod"{print $2}' | awk '!seen[$0]++' > ird/mods/order.full
 while read -r f; do cp "$f" ird/mods/; done < ird/mods/order.full

@@ -4,24 +4,61 @@
 # one pool per VolumeGroup). Used by test/openstack/run-cinder.sh.
 #   cinder-services.sh start WORKDIR KUBECONFIG NODE   (NODE: the node cinder-volume runs on)
 #   cinder-services.sh stop WORKDIR
+# CINDER_VOLUME=0 starts everything but cinder-volume, which then runs elsewhere (the storage
+# tier runs it in a bed VM) with WORKDIR/cinder.conf; it waits for nothing but the API.
 set -euo pipefail
 cmd=$1 W=$2
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 
 stop() {
   cd "$W" 2>/dev/null || return 0
-  for s in api scheduler volume; do [[ -f $s.pid ]] && kill -TERM "$(cat $s.pid)" 2>/dev/null || true; done
+  for s in api scheduler volume glance; do [[ -f $s.pid ]] && kill -TERM "$(cat $s.pid)" 2>/dev/null || true; done
   for _ in $(seq 1 60); do
     alive=0
     for s in api scheduler volume; do [[ -f $s.pid ]] && kill -0 "$(cat $s.pid)" 2>/dev/null && alive=1; done
     [[ $alive == 0 ]] && break
     sleep 0.5
   done
-  for s in api scheduler volume; do [[ -f $s.pid ]] && pkill -KILL -s "$(cat $s.pid)" 2>/dev/null || true; done
+  for s in api scheduler volume glance; do [[ -f $s.pid ]] && pkill -KILL -s "$(cat $s.pid)" 2>/dev/null || true; done
   [[ -f mariadb.pid ]] && kill -TERM "$(cat mariadb.pid)" 2>/dev/null || true
   runuser -u rabbitmq -- env RABBITMQ_NODENAME=rabbit@localhost rabbitmqctl -n rabbit@localhost stop >/dev/null 2>&1 || true
   epmd -kill >/dev/null 2>&1 || true
-  rm -f api.pid scheduler.pid volume.pid mariadb.pid rabbit.pid
+  rm -f api.pid scheduler.pid volume.pid glance.pid mariadb.pid rabbit.pid
+}
+
+# Debian's glance-api on loopback with a file store and no auth (paste flavor "": the
+# unauthenticated-context pipeline), for Cinder's image <-> volume copies.
+start_glance() {
+  mkdir -p "$W"/glance/{images,staging,tasks}
+  mariadb -e "DROP DATABASE IF EXISTS glance; CREATE DATABASE glance;
+    CREATE USER IF NOT EXISTS 'glance'@'127.0.0.1' IDENTIFIED BY 'glance';
+    GRANT ALL ON glance.* TO 'glance'@'127.0.0.1'; FLUSH PRIVILEGES;"
+  cat > glance-api.conf <<CONF
+[DEFAULT]
+bind_host = 127.0.0.1
+bind_port = 9292
+workers = 1
+log_file = $W/logs/glance-api.log
+enabled_backends = file:file
+[database]
+connection = mysql+pymysql://glance:glance@127.0.0.1/glance?charset=utf8
+[glance_store]
+default_backend = file
+[file]
+filesystem_store_datadir = $W/glance/images
+[os_glance_staging_store]
+filesystem_store_datadir = $W/glance/staging
+[os_glance_tasks_store]
+filesystem_store_datadir = $W/glance/tasks
+[paste_deploy]
+flavor =
+config_file = /etc/glance/glance-api-paste.ini
+[oslo_policy]
+enforce_new_defaults = false
+CONF
+  /usr/bin/glance-manage --config-file glance-api.conf db_sync > logs/glance-dbsync.out 2>&1 || { tail logs/glance-dbsync.out; return 1; }
+  setsid /usr/bin/glance-api --config-file "$W/glance-api.conf" > logs/glance.stdout 2>&1 &
+  echo $! > glance.pid
 }
 
 start() {
@@ -64,6 +101,7 @@ osapi_volume_workers = 1
 enabled_backends = sharedlvm
 default_volume_type = __DEFAULT__
 glance_api_servers = http://127.0.0.1:9292
+allowed_direct_url_schemes =
 periodic_interval = 10
 report_interval = 5
 service_down_time = 30
@@ -91,11 +129,22 @@ sharedlvm_attach_timeout = 50
 sharedlvm_volume_timeout = 120
 CONF
   /usr/bin/cinder-manage --config-file cinder.conf db sync > logs/dbsync.out 2>&1 || { tail logs/dbsync.out; return 1; }
+  if [[ -x /usr/bin/glance-api ]]; then start_glance || return 1; fi
   export PYTHONPATH=$repo/openstack
-  for s in api scheduler volume; do
+  local services=(api scheduler volume)
+  [[ ${CINDER_VOLUME:-1} == 0 ]] && services=(api scheduler)
+  for s in "${services[@]}"; do
     setsid /usr/bin/cinder-$s --config-file "$W/cinder.conf" > logs/$s.stdout 2>&1 &
     echo $! > $s.pid
   done
+  if [[ ${CINDER_VOLUME:-1} == 0 ]]; then
+    for _ in $(seq 1 240); do
+      curl -sf -H 'X-Auth-Token: admin:admin' http://127.0.0.1:8776/v3/types > /dev/null 2>&1 && return 0
+      sleep 0.5
+    done
+    echo "cinder-api did not answer in 120 s" >&2
+    return 1
+  fi
   for _ in $(seq 1 240); do
     n=$(curl -s -H 'X-Auth-Token: admin:admin' -H 'OpenStack-API-Version: volume 3.70' \
       http://127.0.0.1:8776/v3/scheduler-stats/get_pools 2>/dev/null |

@@ -45,7 +45,18 @@ type Config struct {
 	MemoryMB int
 	// NoDaemons boots guests without sanlock/lvmlockd running (start them with StartDaemons).
 	NoDaemons bool
+	// Forwards are TCP ports of this machine's loopback that the guests may reach, at
+	// ForwardAddr:port (a virtio-net NIC on QEMU's user network with restrict=on: nothing
+	// else is reachable, and nothing reaches the guests). Empty: no NIC at all.
+	Forwards []int
 }
+
+// ForwardAddr is the address at which a guest reaches the forwarded loopback ports; the
+// guest's own address on that network is GuestAddr.
+const (
+	ForwardAddr = "10.0.2.100"
+	GuestAddr   = "10.0.2.15"
+)
 
 // Bed is a set of hosts sharing LUNs.
 type Bed struct {
@@ -234,9 +245,17 @@ func (h *Host) Boot(ctx context.Context) error {
 	if cfg.NoDaemons {
 		daemons = "0"
 	}
+	nic := "none"
+	if len(cfg.Forwards) > 0 {
+		nic = "user,model=virtio-net-pci,restrict=on"
+		for _, p := range cfg.Forwards {
+			// cmd: spawns a relay per connection (a chardev target would carry only one).
+			nic += fmt.Sprintf(",guestfwd=tcp:%s:%d-cmd:/bin/busybox nc 127.0.0.1 %d", ForwardAddr, p, p)
+		}
+	}
 	args := []string{
 		"-name", h.Name, "-accel", "tcg", "-cpu", "max", "-m", fmt.Sprint(cfg.MemoryMB), "-smp", "1",
-		"-display", "none", "-monitor", "none", "-serial", "file:" + h.Console, "-no-reboot", "-nic", "none",
+		"-display", "none", "-monitor", "none", "-serial", "file:" + h.Console, "-no-reboot", "-nic", nic,
 		"-kernel", filepath.Join(h.bed.image, "vmlinuz"), "-initrd", filepath.Join(h.bed.image, "initrd.gz"),
 		"-append", fmt.Sprintf("console=ttyS0 quiet panic=-1 sharedlvm.guestd=%s sharedlvm.hostid=%d sharedlvm.iot=%d sharedlvm.daemons=%s sharedlvm.name=%s",
 			h.bed.guest, h.ID, cfg.IOTimeout, daemons, h.Name),
