@@ -86,6 +86,10 @@ func (r *VolumeAgent) copyData(ctx context.Context, vol *v1.SharedVolume, op, sr
 func (r *VolumeAgent) ensureLV(ctx context.Context, vol *v1.SharedVolume, vg *v1.VolumeGroup, lvName string, size int64) (*lvm.LV, bool, error) {
 	vgName, pvs := string(vg.Spec.VGName), devicePaths(vol.Spec.PVs)
 	tag := v1.OwnerTag(string(vol.UID))
+	if vol.Spec.Adopt {
+		lv, err := r.adoptLV(ctx, vgName, lvName, tag)
+		return lv, false, err
+	}
 	err := r.Node.LVM.CreateLV(ctx, vgName, lvName, size, lvm.CreateOptions{
 		Tags: []string{tag, v1.TagManaged}, PVs: pvs, Activate: lvm.Deactivate})
 	created := err == nil
@@ -121,6 +125,33 @@ func (r *VolumeAgent) ensureLV(ctx context.Context, vol *v1.SharedVolume, vg *v1
 			Err: fmt.Errorf("an LV named %s already exists in VG %s and is not this volume's (it lacks tag %s, has %v): set spec.lvName to another name, or remove that LV if it is garbage", lvName, vgName, tag, lv.Tags)}
 	}
 	return lv, created, nil
+}
+
+// adoptLV takes over an existing LV that no SharedVolume owns (spec.adopt): it tags it with
+// the volume's owner tag and never creates one. An LV owned by another volume is refused.
+func (r *VolumeAgent) adoptLV(ctx context.Context, vgName, lvName, tag string) (*lvm.LV, error) {
+	lv, err := r.Node.LVM.ReportLV(ctx, vgName, lvName)
+	if err != nil {
+		return nil, err
+	}
+	if lv == nil {
+		return nil, &lvm.Error{Kind: lvm.KindLVNotFound, Err: fmt.Errorf("spec.adopt: there is no LV %s in VG %s to take over", lvName, vgName)}
+	}
+	if lv.HasTag(tag) {
+		return lv, nil
+	}
+	for _, t := range lv.Tags {
+		if strings.HasPrefix(t, v1.TagOwnerUIDPrefix) {
+			return nil, &lvm.Error{Kind: lvm.KindAlreadyExists,
+				Err: fmt.Errorf("spec.adopt: LV %s/%s belongs to another SharedVolume (tag %s); only an LV that no SharedVolume owns can be taken over", vgName, lvName, t)}
+		}
+	}
+	for _, t := range []string{tag, v1.TagManaged} {
+		if err := r.Node.LVM.AddTag(ctx, vgName, lvName, t); err != nil {
+			return nil, err
+		}
+	}
+	return r.Node.LVM.ReportLVAfter(ctx, vgName, lvName)
 }
 
 func devicePaths(ds []v1.DevicePath) []string {

@@ -192,6 +192,17 @@ func (r *VolumeAgent) delete(ctx context.Context, vol *v1.SharedVolume) (ctrl.Re
 			return r.fail(ctx, vol, orig, "Delete", err)
 		}
 	}
+	if st.LVUUID != "" && vol.Spec.DeletionPolicy == v1.DeletionPolicyRetain && !v1.NeedsMigration(vol) {
+		// Unmanage: the LV and its data stay, owned by no one.
+		if err := r.release(ctx, vol); err != nil {
+			return r.fail(ctx, vol, orig, "Delete", err)
+		}
+		kept := st.VGName + "/" + st.LVName
+		st.LVUUID, st.Path, st.Progress, st.AllocatedSize, st.PVs = "", "", nil, nil, nil
+		setCondition(&st.Conditions, vol.Generation, v1.ConditionProvisioned, false, v1.ReasonLVDeleted, fmt.Sprintf("LV %s kept with its data (deletionPolicy Retain); it no longer carries this volume's tags", kept))
+		r.Recorder.Eventf(vol, nil, corev1.EventTypeNormal, "Retained", "Delete", "LV %s kept (deletionPolicy Retain)", kept)
+		return ctrl.Result{}, r.patch(ctx, vol, orig)
+	}
 	if st.LVUUID != "" {
 		if err := r.removeOwned(ctx, vol, st.VolumeGroup, st.VGName, st.LVName, st.LVUUID); err != nil {
 			return r.fail(ctx, vol, orig, "Delete", err)
@@ -201,6 +212,26 @@ func (r *VolumeAgent) delete(ctx context.Context, vol *v1.SharedVolume) (ctrl.Re
 	st.LVUUID, st.Path, st.Progress, st.AllocatedSize, st.PVs = "", "", nil, nil, nil
 	setCondition(&st.Conditions, vol.Generation, v1.ConditionProvisioned, false, v1.ReasonLVDeleted, fmt.Sprintf("LV %s removed; nothing of the volume is left on disk", removed))
 	return ctrl.Result{}, r.patch(ctx, vol, orig)
+}
+
+// release removes the volume's tags from its LV (deletionPolicy Retain), after checking that
+// the LV is the volume's: same UUID, owner tag present.
+func (r *VolumeAgent) release(ctx context.Context, vol *v1.SharedVolume) error {
+	st := &vol.Status
+	tag := v1.OwnerTag(string(vol.UID))
+	lv, err := r.Node.LVM.ReportLV(ctx, st.VGName, st.LVName)
+	if err != nil || lv == nil {
+		return err // gone already: nothing to release
+	}
+	if lv.UUID != st.LVUUID || !lv.HasTag(tag) {
+		return nil // not this volume's LV (any more): leave it alone
+	}
+	for _, t := range []string{v1.TagManaged, tag} {
+		if err := r.Node.LVM.RemoveTag(ctx, st.VGName, st.LVName, t); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // removeLeftovers removes what an interrupted create, copy or migration left: LVs with the

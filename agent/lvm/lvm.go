@@ -262,6 +262,18 @@ func (c *Client) AddTag(ctx context.Context, vg, lv, tag string) error {
 	return err
 }
 
+// RemoveTag removes a tag from an LV (`lvchange --deltag`).
+func (c *Client) RemoveTag(ctx context.Context, vg, lv, tag string) error {
+	if err := validatePair(vg, lv); err != nil {
+		return err
+	}
+	if err := validateTag(tag); err != nil {
+		return err
+	}
+	_, err := c.runMeta(ctx, vg, []string{"lvchange", "--deltag", tag, lvPath(vg, lv)})
+	return err
+}
+
 // validateTag checks LVM's tag charset: A-Z a-z 0-9 _ + . - / = ! : & #, at most 1024 chars.
 func validateTag(t string) error {
 	if t == "" || len(t) > 1024 || t[0] == '-' {

@@ -18,6 +18,8 @@ type VolumeSource struct {
 // SharedVolumeSpec is the desired state of one LV in a shared VG.
 // +kubebuilder:validation:XValidation:rule="has(self.lvName) == has(oldSelf.lvName) && (!has(self.lvName) || self.lvName == oldSelf.lvName)",message="spec.lvName is immutable: the LV keeps the name it was created with"
 // +kubebuilder:validation:XValidation:rule="has(self.source) == has(oldSelf.source) && (!has(self.source) || self.source == oldSelf.source)",message="spec.source is immutable: it only says what a new volume is copied from; create a new SharedVolume to copy again"
+// +kubebuilder:validation:XValidation:rule="has(self.adopt) == has(oldSelf.adopt) && (!has(self.adopt) || self.adopt == oldSelf.adopt)",message="spec.adopt is immutable: it only says that a new volume takes over an existing LV"
+// +kubebuilder:validation:XValidation:rule="!has(self.adopt) || !self.adopt || (has(self.lvName) && !has(self.source))",message="spec.adopt takes over the existing LV named spec.lvName: set spec.lvName, and no spec.source"
 type SharedVolumeSpec struct {
 	// volumeGroup is the name of the VolumeGroup the volume should live in. Changing it
 	// on an existing volume requests a migration (Cinder migrate/retype) to that VG;
@@ -51,12 +53,37 @@ type SharedVolumeSpec struct {
 	// +kubebuilder:validation:MaxItems=256
 	PVs []DevicePath `json:"pvs,omitempty"`
 
+	// adopt makes a new volume take over an existing LV named spec.lvName that no
+	// SharedVolume owns (it carries no sharedlvm.io/uid= tag), instead of creating one: its
+	// executor tags the LV as this volume's (Cinder's manage_existing). The LV's data is kept;
+	// a spec.size above the LV's size extends it. Set it at creation; it is immutable.
+	// +optional
+	Adopt bool `json:"adopt,omitempty"`
+
+	// deletionPolicy says what deleting the object does to the LV: Delete (the default)
+	// wipes it per the VolumeGroup's wipePolicy and removes it; Retain removes only the
+	// product's tags and leaves the LV and its data in the VG, owned by no one (Cinder's
+	// unmanage). It may change until the object is deleted.
+	// +optional
+	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+
 	// multiAttach allows more than one instance attachment at a time (Cinder's multiattach
 	// volume type). Without it, a volume may be attached to one instance plus, during a
 	// live migration, one migration-target.
 	// +optional
 	MultiAttach bool `json:"multiAttach,omitempty"`
 }
+
+// DeletionPolicy says what deleting a SharedVolume does to its LV.
+// +kubebuilder:validation:Enum=Delete;Retain
+type DeletionPolicy string
+
+const (
+	// DeletionPolicyDelete wipes and removes the LV.
+	DeletionPolicyDelete DeletionPolicy = "Delete"
+	// DeletionPolicyRetain keeps the LV and its data and removes only the product's tags.
+	DeletionPolicyRetain DeletionPolicy = "Retain"
+)
 
 // VolumePhase is a coarse summary of a SharedVolume's state; conditions carry the detail.
 // +kubebuilder:validation:Enum=Pending;Creating;Available;InUse;Moving;Migrating;Deleting;Failed

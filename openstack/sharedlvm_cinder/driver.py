@@ -26,7 +26,9 @@ the backend is a change of the SharedVolume's spec.volumeGroup.
 """
 
 import functools
+import math
 import os
+import re
 import socket
 import time
 
@@ -93,11 +95,14 @@ CONF.register_opts(sharedlvm_opts, group=configuration.SHARED_CONF_GROUP)
 TERMINAL_VOLUME_REASONS = frozenset([
     'SourceLargerThanVolume', 'SourceNotFound', 'VolumeGroupNotFound',
     'VolumeGroupConflict', 'MigrationNeedsDetach', 'InsufficientSpace',
-    'InvalidName', 'AlreadyExists', 'InvalidNodeSelector',
+    'InvalidName', 'AlreadyExists', 'InvalidNodeSelector', 'LVNotFound',
 ])
 TERMINAL_ATTACH_REASONS = frozenset([
     'MultiAttachNotAllowed', 'VolumeDeleting', 'VolumeNotFound',
 ])
+
+# LVM's LV name charset (lvm.8: VG/LV names).
+LV_NAME = re.compile(r'^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,62}$')
 
 # Volume metadata keys the driver maintains: the volume's lock as sanlock
 # holds it after the last attach/detach (shown by `openstack volume show`).
@@ -725,13 +730,50 @@ class SharedLVMDriver(driver.VolumeDriver):
                     obj['spec']['volumeGroup'])
         return volume_utils.extract_host(volume.host, 'pool')
 
-    # Manage / unmanage.
+    # Manage / unmanage: the operator takes over an LV no SharedVolume owns
+    # (spec.adopt) and lets one go with its data (deletionPolicy Retain).
 
+    def _manage_target(self, existing_ref):
+        name = (existing_ref or {}).get('source-name')
+        if not name or not LV_NAME.match(name) or name in ('lvmlock',) or \
+                name.startswith(('snapshot', 'pvmove')):
+            raise exception.ManageExistingInvalidReference(
+                existing_ref=existing_ref,
+                reason=_('source-name must name an LV of the pool\'s VG '
+                         '(letters, digits, + _ . -; at most 63)'))
+        return name
+
+    @_timed
     def manage_existing_get_size(self, volume, existing_ref):
-        raise exception.ManageExistingInvalidReference(
-            existing_ref=existing_ref,
-            reason=_('adopting an LV no SharedVolume owns is not supported '
-                     'by this version of sharedlvm-operator'))
+        lv = self._manage_target(existing_ref)
+        name = self._volume_cr(volume)
+        spec = {'volumeGroup': self._pool_of(volume), 'size': '1Mi',
+                'lvName': lv, 'adopt': True,
+                'multiAttach': bool(volume.multiattach)}
+        try:
+            obj = self._ensure_volume(name, spec,
+                                      self._labels('volume', volume.id))
+        except CRFailed as e:
+            raise exception.ManageExistingInvalidReference(
+                existing_ref=existing_ref, reason=str(e))
+        size = _gib((obj.get('status') or {}).get('allocatedSize'))
+        return int(math.ceil(size))
 
+    @_timed
     def manage_existing(self, volume, existing_ref):
-        self.manage_existing_get_size(volume, existing_ref)
+        name = self._volume_cr(volume)
+        if self.res.find(kube.VOLUMES, name) is None:
+            self.manage_existing_get_size(volume, existing_ref)
+        # Cinder rounded the size up to whole GiB: the LV grows to match.
+        self.extend_volume(volume, volume.size)
+        return self._model_update(self.res.get(kube.VOLUMES, name))
+
+    @_timed
+    def unmanage(self, volume):
+        name = self._volume_cr(volume)
+        try:
+            self.res.patch(kube.VOLUMES, name,
+                           {'spec': {'deletionPolicy': 'Retain'}})
+        except kube.NotFound:
+            return
+        self._delete_volume_cr(name)

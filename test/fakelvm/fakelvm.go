@@ -734,6 +734,17 @@ func (c *Cluster) lvchange(host int, argv []string) executor.Result {
 		}
 		return ok("  Logical volume " + argv[3] + " changed.\n")
 	}
+	if argv[1] == "--deltag" && len(argv) == 4 {
+		v, l, res, found := c.lookup(argv[3])
+		if !found {
+			return res
+		}
+		if !c.started(host, v.name) {
+			return lockFailed(v.name)
+		}
+		l.tags = slices.DeleteFunc(l.tags, func(t string) bool { return t == argv[2] })
+		return ok("  Logical volume " + argv[3] + " changed.\n")
+	}
 	mode := strings.TrimPrefix(argv[1], "-a")
 	// lvchange processes each LV; the first failure fails the command (like LVM's exit 5).
 	var failed *executor.Result

@@ -395,9 +395,40 @@ class SharedLVMDriverTestCase(test.TestCase):
         self.assertEqual(HDD, obj['status']['volumeGroup'])
         self.assertTrue(obj['spec']['multiAttach'])
 
-    def test_manage_existing_is_refused_with_reason(self):
+    # Manage / unmanage.
+
+    def test_unmanage_keeps_the_lv_and_manage_takes_it_over(self):
+        old = self._created(size=2)
+        lv = self.res.get(kube.VOLUMES, old.name)['status']
+        self.driver.unmanage(old)
+        self.assertIsNone(self.res.find(kube.VOLUMES, old.name))
+        new = self._volume()
+        ref = {'source-name': lv['lvName']}
+        self.assertEqual(2, self.driver.manage_existing_get_size(new, ref))
+        self.addCleanup(self._cleanup, new)
+        new.size = 2
+        update = self.driver.manage_existing(new, ref)
+        obj = self.res.get(kube.VOLUMES, new.name)
+        # The same LV, now this volume's.
+        self.assertEqual(lv['lvUUID'], obj['status']['lvUUID'])
+        self.assertEqual(lv['lvUUID'], update['provider_id'])
+        self.assertEqual('2Gi', obj['status']['allocatedSize'])
+        self.driver.initialize_connection(new, nova_connector('compute-1'))
+        self._locks(new, {'compute-1': 'Exclusive'})
+
+    def test_manage_refuses_missing_or_owned_lv_with_reason(self):
+        owned = self._created()
         vol = self._volume()
         self.assertRaisesRegex(exception.ManageExistingInvalidReference,
-                               'not supported',
+                               'AlreadyExists.*another SharedVolume',
+                               self.driver.manage_existing_get_size, vol,
+                               {'source-name': owned.name})
+        self.assertIsNone(self.res.find(kube.VOLUMES, vol.name))
+        self.assertRaisesRegex(exception.ManageExistingInvalidReference,
+                               'LVNotFound',
                                self.driver.manage_existing_get_size, vol,
                                {'source-name': 'lv-legacy'})
+        self.assertIsNone(self.res.find(kube.VOLUMES, vol.name))
+        self.assertRaises(exception.ManageExistingInvalidReference,
+                          self.driver.manage_existing_get_size, vol,
+                          {'source-name': 'bad/name'})
