@@ -48,8 +48,11 @@ const (
 // from each host's own sanlock. Cinder's own copies (generic revert to a snapshot) run in
 // host2's VM under the copy attachments the driver makes there.
 func TestCinderOnRealSharedLVM(t *testing.T) {
-	if os.Getenv("SHAREDLVM_OPENSTACK_TIER") == "0" {
-		t.Skip("SHAREDLVM_OPENSTACK_TIER=0")
+	// Opt-in: cinder-volume needs ~7.5 min to start under TCG (measured: the parent process
+	// forked its backend child after 7 min 36 s), too long for the README's test command, which
+	// runs the OpenStack tier over the model instead (test/openstack/run-cinder.sh).
+	if os.Getenv("SHAREDLVM_OPENSTACK_BED") != "1" {
+		t.Skip("set SHAREDLVM_OPENSTACK_BED=1 (test/openstack/run-bed.sh) to run Cinder on the bed")
 	}
 	if _, err := os.Stat("/usr/bin/cinder-volume"); err != nil {
 		t.Fatal("Debian's Cinder is not installed: run hack/openstack-packages.sh (as root)")
@@ -118,17 +121,25 @@ func TestCinderOnRealSharedLVM(t *testing.T) {
 		{"ip", "addr", "add", testbed.GuestAddr + "/24", "dev", "eth0"},
 		{"mkdir", "-p", "/var/log/cinder-guest", "/var/lib/cinder-guest/locks"},
 		{"start-stop-daemon", "--start", "--background", "--make-pidfile", "--pidfile", "/run/cinder-volume.pid",
-			"--output", "/var/log/cinder-guest/stdout.log", "--env", "PYTHONPATH=" + filepath.Join(envtestutil.RepoRoot(), "openstack"),
-			"--exec", "/usr/bin/cinder-volume", "--", "--config-file", filepath.Join(work, "cinder-guest.conf")},
+			"--output", "/var/log/cinder-guest/stdout.log", "--startas", "/usr/bin/env", "--",
+			"PYTHONPATH=" + filepath.Join(envtestutil.RepoRoot(), "openstack"),
+			"/usr/bin/cinder-volume", "--config-file", filepath.Join(work, "cinder-guest.conf")},
 	} {
 		run(ctx, t, h2, argv...)
 	}
 	c := &cinderAPI{t: t}
-	dumpGuestLogs := func() {
-		out, _ := h2.MustRun(ctx, "tail", "-n", "60", "/var/log/cinder-guest/cinder-volume.log", "/var/log/cinder-guest/stdout.log")
-		t.Logf("cinder-volume in host2's VM:\n%s", out)
-	}
-	cl.wait("cinder-volume in host2's VM reports both pools", 6*time.Minute, func() error {
+	defer func() {
+		if t.Failed() {
+			for _, argv := range [][]string{
+				{"ip", "addr"}, {"ps", "-eo", "pid,etime,time,rss,args"},
+				{"tail", "-n", "80", "/var/log/cinder-guest/cinder-volume.log"}, {"tail", "-n", "40", "/var/log/cinder-guest/stdout.log"},
+			} {
+				out, err := h2.MustRun(ctx, argv...)
+				t.Logf("host2$ %s (%v)\n%s", strings.Join(argv, " "), err, out)
+			}
+		}
+	}()
+	cl.wait("cinder-volume in host2's VM reports both pools", 10*time.Minute, func() error {
 		var pools struct {
 			Pools []struct {
 				Name string `json:"name"`
@@ -143,11 +154,6 @@ func TestCinderOnRealSharedLVM(t *testing.T) {
 		return nil
 	})
 	tm.add("cinder-volume started in host2's VM (TCG) until both pools are reported", time.Since(start))
-	defer func() {
-		if t.Failed() {
-			dumpGuestLogs()
-		}
-	}()
 
 	for _, ty := range []struct{ name, pool string }{{"ssd", "cinder-ssd"}, {"hdd", "cinder-hdd"}} {
 		var out struct {
@@ -377,7 +383,8 @@ func osBrickConnect(ctx context.Context, t *testing.T, n *node, dev string) {
 func relayAPIServer(t *testing.T, env *envtestutil.Env) {
 	t.Helper()
 	target := env.Config.Host
-	target = strings.TrimPrefix(strings.TrimPrefix(target, "https://"), "http://")
+	target = strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(target, "https://"), "http://"), "/")
+	t.Logf("apiserver relay: 127.0.0.1:%d → %s", apiserverPort, target)
 	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", apiserverPort))
 	if err != nil {
 		t.Fatal(err)
@@ -393,6 +400,7 @@ func relayAPIServer(t *testing.T, env *envtestutil.Env) {
 				defer in.Close()
 				out, err := net.Dial("tcp", target)
 				if err != nil {
+					t.Logf("apiserver relay: %v", err)
 					return
 				}
 				defer out.Close()
