@@ -120,12 +120,17 @@ func TestCinderOnRealSharedLVM(t *testing.T) {
 		{"ip", "link", "set", "eth0", "up"},
 		{"ip", "addr", "add", testbed.GuestAddr + "/24", "dev", "eth0"},
 		{"mkdir", "-p", "/var/log/cinder-guest", "/var/lib/cinder-guest/locks"},
+		// The forwards work before cinder-volume's long start: the apiserver (TLS) and AMQP.
+		{"/usr/bin/python3", "-c", "import sys, time\nt = time.time()\nfrom kubernetes import config, client\n" +
+			"api = config.new_client_from_config(config_file=sys.argv[1])\n" +
+			"n = len(client.CustomObjectsApi(api).list_cluster_custom_object('sharedlvm.io', 'v1alpha1', 'volumegroups')['items'])\n" +
+			"print('VolumeGroups seen from the guest:', n, 'in %.1fs' % (time.time() - t))", guestKube},
 		{"start-stop-daemon", "--start", "--background", "--make-pidfile", "--pidfile", "/run/cinder-volume.pid",
 			"--output", "/var/log/cinder-guest/stdout.log", "--startas", "/usr/bin/env", "--",
 			"PYTHONPATH=" + filepath.Join(envtestutil.RepoRoot(), "openstack"),
 			"/usr/bin/cinder-volume", "--config-file", filepath.Join(work, "cinder-guest.conf")},
 	} {
-		run(ctx, t, h2, argv...)
+		t.Logf("host2$ %s\n%s", strings.Join(argv, " "), run(ctx, t, h2, argv...))
 	}
 	c := &cinderAPI{t: t}
 	defer func() {
