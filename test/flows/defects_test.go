@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	coordv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
@@ -102,10 +103,19 @@ var _ = Describe("Defects of #14", Ordered, func() {
 		del(m1)
 		stop("node-1")
 		storage.Reboot(1)
+		// The kubelet reports the new boot ID when the node comes back (whatever boot an
+		// earlier spec left the Node at): the agent restores for that boot.
+		node1 := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}}
+		Eventually(func() error {
+			get(node1)
+			node1.Status.NodeInfo.BootID = storage.CurrentBootID(1)
+			return k8s.Status().Update(ctx, node1)
+		}).Should(Succeed())
 		startAgent("node-1", storage.Host(1))
 		Eventually(func() string {
 			return get(&v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: vgCR}}).Status.NodesReady
 		}).Should(Equal("2/2"))
+		Eventually(func() string { return get(node1).Annotations[v1.AnnotationRestoredBootID] }).Should(Equal(storage.CurrentBootID(1)))
 		for _, o := range []client.Object{evac, m2, vol, multi} {
 			del(o)
 		}

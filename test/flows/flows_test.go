@@ -38,8 +38,8 @@ func available(vol *v1.SharedVolume) {
 func attached(a *v1.VolumeAttachment, mode v1.LockMode) {
 	Eventually(func(g Gomega) {
 		get(a)
-		g.Expect(a.Status.Phase).To(Equal(v1.AttachmentAttached))
-		g.Expect(a.Status.AppliedLock).To(Equal(mode))
+		g.Expect(a.Status.Phase).To(Equal(v1.AttachmentAttached), "conditions: %+v", a.Status.Conditions)
+		g.Expect(a.Status.AppliedLock).To(Equal(mode), "conditions: %+v", a.Status.Conditions)
 	}).Should(Succeed())
 }
 
@@ -295,18 +295,29 @@ var _ = Describe("bad input and failures get conditions and Events", func() {
 		vol := volume("contended", "4Mi")
 		Expect(k8s.Create(ctx, vol)).To(Succeed())
 		available(vol)
-		// Someone outside the product holds the LV on host 2 (an admin's lvchange).
-		res, _ := storage.Host(2).Run(ctx, []string{"lvchange", "-aey", vgName + "/contended"})
+		// A host that runs no agent of the product holds the LV (an admin's lvchange there):
+		// nothing releases it behind the test's back, so the refusal is certain.
+		const outsider = 9
+		storage.Host(outsider)
+		storage.LockstartAll(vgName, outsider)
+		res, _ := storage.Host(outsider).Run(ctx, []string{"lvchange", "-aey", vgName + "/contended"})
 		Expect(res.ExitCode).To(Equal(0))
 		a := attachment("contended-node-1", "contended", "node-1", v1.PurposeInstance)
 		Expect(k8s.Create(ctx, a)).To(Succeed())
-		// The refusal is visible as an Event (and, until the drift repair below releases
-		// node-2's lock, as the LockApplied condition with reason LockHeldByOtherHost).
+		// The refusal is visible as an Event (and as the LockApplied condition with reason
+		// LockHeldByOtherHost) while the other host holds it.
 		Eventually(func() []string { return eventNotes(a, "LockRefused") }).Should(ContainElement(
 			ContainSubstring("sanlock refused: another host holds it")))
-		// Node-2's agent sees a managed LV held with no attachment there: drift, released.
+		res, _ = storage.Host(outsider).Run(ctx, []string{"lvchange", "-an", vgName + "/contended"})
+		Expect(res.ExitCode).To(Equal(0))
 		Eventually(func() map[int]string { return holders("contended") }).Should(Equal(map[int]string{1: "ex"}))
 		attached(a, v1.LockExclusive)
+		// Drift: once node-1 lets go, an admin activates it on host 2, where an agent runs and
+		// no attachment asks for it: node-2's agent releases it and says so.
+		Expect(k8s.Delete(ctx, a)).To(Succeed())
+		Eventually(func() bool { return gone(a) }).Should(BeTrue())
+		res, _ = storage.Host(2).Run(ctx, []string{"lvchange", "-aey", vgName + "/contended"})
+		Expect(res.ExitCode).To(Equal(0))
 		Eventually(func() []string { return eventReasons(vol) }).Should(ContainElement("LockDrift"))
 		Eventually(func(g Gomega) {
 			c := meta.FindStatusCondition(get(vol).Status.Conditions, v1.ConditionLockDrift)
@@ -314,9 +325,7 @@ var _ = Describe("bad input and failures get conditions and Events", func() {
 			g.Expect(c.Reason).To(Equal("Repaired"))
 			g.Expect(c.Message).To(ContainSubstring("node node-2 held a lock on LV vg1/contended with no attachment; released it"))
 		}).Should(Succeed())
-		Expect(k8s.Delete(ctx, a)).To(Succeed())
-		Eventually(func() bool { return gone(a) }).Should(BeTrue())
-		Expect(holders("contended")).To(BeEmpty())
+		Eventually(func() map[int]string { return holders("contended") }).Should(BeEmpty())
 		Expect(k8s.Delete(ctx, vol)).To(Succeed())
 		Eventually(func() bool { return gone(vol) }).Should(BeTrue())
 	})
