@@ -105,7 +105,7 @@ func NewAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) (manager.Ma
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, err
 	}
-	// Ready only once this boot's locks are restored (DESIGN.md §5, node reboot).
+	// Ready only once this boot's locks are restored (docs/design.md §6, node reboot).
 	if err := mgr.AddReadyzCheck("locks-restored", func(_ *http.Request) error {
 		if !restorer.Restored() {
 			return errors.New("restoring this boot's locks")

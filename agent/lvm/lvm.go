@@ -25,7 +25,7 @@ const (
 )
 
 // Client runs LVM commands through an executor. Metadata-changing commands are serialized
-// per VG (DESIGN.md §7: hundreds of parallel LVM commands contend on the VG lock for
+// per VG (docs/design.md §7: hundreds of parallel LVM commands contend on the VG lock for
 // minutes); reports and activations run concurrently.
 type Client struct {
 	Exec executor.Executor

@@ -87,7 +87,7 @@ func (n *NodeLockspaceStatus) Ready(now time.Time) bool {
 // OwnerTag is the LVM tag that ties an LV to the SharedVolume with this UID.
 func OwnerTag(uid string) string { return TagOwnerUIDPrefix + uid }
 
-// Node markers written by the agent once it has restored this boot's locks (DESIGN.md §5,
+// Node markers written by the agent once it has restored this boot's locks (docs/design.md §6,
 // node reboot): workloads such as nova-compute wait for them (`sharedlvm wait-locks`).
 const (
 	// LabelLocksRestored is "true" once the node's locks are restored for the current boot,

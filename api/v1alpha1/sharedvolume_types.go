@@ -10,7 +10,7 @@ type VolumeSource struct {
 	// volume is a SharedVolume in the same namespace to copy from. A Cinder snapshot is a
 	// SharedVolume whose source is the snapshotted volume; a volume created from a snapshot
 	// or cloned from a volume names that SharedVolume here. The copy is an independent LV
-	// with its own lease (see DESIGN.md §7 on why thick snapshots are not kept).
+	// with its own lease (see docs/design.md §7 on why thick snapshots are not kept).
 	// +required
 	Volume ObjectName `json:"volume"`
 }

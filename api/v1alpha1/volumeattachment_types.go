@@ -96,7 +96,7 @@ type LVRef struct {
 }
 
 // VolumeAttachment says that a node uses a SharedVolume; from all attachments of a
-// volume the operator derives which lock each node holds (DESIGN.md §2).
+// volume the operator derives which lock each node holds (docs/design.md §2).
 // kubectl: `kubectl get volumeattachments.sharedlvm.io` or `kubectl get sva`
 // (plain "volumeattachments" resolves to storage.k8s.io).
 // +kubebuilder:object:root=true

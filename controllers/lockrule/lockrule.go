@@ -1,4 +1,4 @@
-// Package lockrule is the lock rule of DESIGN.md §2 in one function: from the attachments
+// Package lockrule is the lock rule of docs/design.md §2 in one function: from the attachments
 // of one volume and the lock each node was last seen holding, it computes the lock each
 // node should hold next. It orders transitions so that sanlock never has to refuse a step:
 //

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// grantable mirrors what sanlock/lvmlockd accept (DESIGN.md §7, seen on the bed):
+// grantable mirrors what sanlock/lvmlockd accept (docs/design.md §7, seen on the bed):
 // releasing always works; ex needs no other holder; sh needs no other ex holder.
 func grantable(nodes []Node, name string, want Mode) bool {
 	for _, o := range nodes {
