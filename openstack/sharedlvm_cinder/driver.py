@@ -316,16 +316,27 @@ class SharedLVMDriver(driver.VolumeDriver):
             raise
 
     def _delete_volume_cr(self, name, raise_on_timeout=True):
-        if not self.res.delete(kube.VOLUMES, name):
-            return
+        if self.res.delete(kube.VOLUMES, name):
+            self._wait_gone(kube.VOLUMES, name,
+                            self.configuration.sharedlvm_volume_timeout,
+                            'DeleteTimeout', raise_on_timeout)
+
+    def _wait_gone(self, plural, name, timeout, reason, raise_on_timeout):
+        """Waits until a deleted object is gone (its finalizer released).
+
+        On timeout: raises with the object's DeletionBlocked (volumes) or
+        Ready (attachments) condition, or only logs.
+        """
+        kind, ctype = (('SharedVolume', 'DeletionBlocked')
+                       if plural == kube.VOLUMES else
+                       ('VolumeAttachment', 'Ready'))
         try:
-            self.res.wait(kube.VOLUMES, name, lambda obj: False,
-                          self.configuration.sharedlvm_volume_timeout,
+            self.res.wait(plural, name, lambda obj: False, timeout,
                           gone_ok=True)
         except kube.Timeout as e:
             if raise_on_timeout:
-                self._fail('SharedVolume', name, e.obj, 'DeleteTimeout',
-                           'DeletionBlocked')
+                self._fail(kind, name, e.obj, reason, ctype)
+            LOG.warning('%s %s is still being removed', kind, name)
 
     def _model_update(self, obj):
         status = obj.get('status') or {}
@@ -396,7 +407,7 @@ class SharedLVMDriver(driver.VolumeDriver):
         self._wait_volume(name, extended)
 
     # Snapshots: an independent copy of the volume (thick LVM snapshots would
-    # pin the origin to one host under lvmlockd, see DESIGN.md).
+    # pin the origin to one host under lvmlockd, see docs/design.md §7).
 
     @_timed
     def create_snapshot(self, snapshot):
@@ -560,15 +571,9 @@ class SharedLVMDriver(driver.VolumeDriver):
         for name in names:
             self.res.delete(kube.ATTACHMENTS, name)
         for name in names:
-            try:
-                self.res.wait(kube.ATTACHMENTS, name, lambda obj: False,
-                              self.configuration.sharedlvm_attach_timeout,
-                              gone_ok=True)
-            except kube.Timeout as e:
-                if raise_on_timeout:
-                    self._fail('VolumeAttachment', name, e.obj,
-                               'DetachTimeout')
-                LOG.warning('attachment %s is still being removed', name)
+            self._wait_gone(kube.ATTACHMENTS, name,
+                            self.configuration.sharedlvm_attach_timeout,
+                            'DetachTimeout', raise_on_timeout)
 
     def _lock_view(self, vol_cr):
         holders, modes = [], set()

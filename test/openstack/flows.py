@@ -213,13 +213,20 @@ class CRs(object):
 
     def change(self, name, spec, done, timeout=60):
         """Patches a SharedVolume's spec and waits until done(status)."""
+        # The previous change must have finished (phase Available): a
+        # volumeGroup change during a migration is refused at admission.
+        deadline = time.monotonic() + timeout
+        while self.wait_ready(name)['status'].get('phase') != 'Available':
+            if time.monotonic() > deadline:
+                raise AssertionError('%s never Available' % name)
+            time.sleep(0.05)
         t = time.monotonic()
         self.api.patch_namespaced_custom_object(
             GROUP, VERSION, NS, 'sharedvolumes', name, {'spec': spec})
         deadline = time.monotonic() + timeout
         while True:
             o = self.wait_ready(name)
-            if done(o['status']):
+            if done(o['status']) and o['status'].get('phase') == 'Available':
                 return time.monotonic() - t
             if time.monotonic() > deadline:
                 raise AssertionError('%s: %s' % (name, o['status']))
@@ -276,7 +283,7 @@ def step(name):
                 log('ok   %s (%.1fs)' % (name, time.monotonic() - t))
             except Exception as e:
                 failures.append(name)
-                log('FAIL %s: %s' % (name, e))
+                log('FAIL %s: %s %s' % (name, e, getattr(e, 'body', '')))
         run.__name__ = fn.__name__
         return run
     return wrap
