@@ -4,6 +4,7 @@
 # one pool per VolumeGroup). Used by test/openstack/run-cinder.sh.
 #   cinder-services.sh start WORKDIR KUBECONFIG NODE   (NODE: the node cinder-volume runs on)
 #   cinder-services.sh stop WORKDIR
+# GLANCE=1 also starts Debian's glance-api (file store, no auth) on 127.0.0.1:9292.
 # CINDER_VOLUME=0 starts everything but cinder-volume, which then runs elsewhere (the storage
 # tier runs it in a bed VM) with WORKDIR/cinder.conf; it waits for nothing but the API.
 set -euo pipefail
@@ -129,7 +130,7 @@ sharedlvm_attach_timeout = 50
 sharedlvm_volume_timeout = 120
 CONF
   /usr/bin/cinder-manage --config-file cinder.conf db sync > logs/dbsync.out 2>&1 || { tail logs/dbsync.out; return 1; }
-  if [[ -x /usr/bin/glance-api ]]; then start_glance || return 1; fi
+  if [[ ${GLANCE:-0} == 1 ]]; then start_glance || return 1; fi
   export PYTHONPATH=$repo/openstack
   local services=(api scheduler volume)
   [[ ${CINDER_VOLUME:-1} == 0 ]] && services=(api scheduler)

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export GOTOOLCHAIN=local GOFLAGS=${GOFLAGS:--mod=mod}
-hack/openstack-packages.sh
+hack/openstack-packages.sh --bed
 hack/testbed-image.sh > /dev/null
 KUBEBUILDER_ASSETS=$(hack/envtest-binaries.sh)
 export KUBEBUILDER_ASSETS SHAREDLVM_OPENSTACK_BED=1

@@ -92,7 +92,7 @@ func TestCinderOnRealSharedLVM(t *testing.T) {
 	must(t, os.MkdirAll(work, 0o755))
 	writeGuestKubeconfig(t, cl.env, guestKube)
 	svc := exec.Command(filepath.Join(envtestutil.RepoRoot(), "test", "openstack", "cinder-services.sh"), "start", work, guestKube, "host2")
-	svc.Env = append(os.Environ(), "CINDER_VOLUME=0")
+	svc.Env = append(os.Environ(), "CINDER_VOLUME=0", "GLANCE=1")
 	start := time.Now()
 	if out, err := svc.CombinedOutput(); err != nil {
 		t.Fatalf("starting Cinder's services: %v\n%s", err, out)
