@@ -37,25 +37,26 @@ step "go test (unit + envtest)"
 logdir=$(mktemp -d)
 go test -p 1 -count=1 ./... 2>&1 | tee "$logdir/go-test.log"
 
+# suite NAME LOG SHOW CMD...: runs a non-Go suite, prints SHOW (a grep -E pattern) of its log
+# (all of its tail on failure) and records ok/FAIL beside the Go packages.
+suite() {
+  local name=$1 log=$logdir/$2 show=$3
+  shift 3
+  if "$@" > "$log" 2>&1; then
+    grep -E "$show" "$log" | grep -v 'pool capabilities' || true
+    echo "ok   $name" >> "$logdir/go-test.log"
+  else
+    tail -80 "$log"
+    echo "FAIL $name" >> "$logdir/go-test.log"
+  fi
+}
+
 step "OpenStack: the Cinder driver's unit tests against the operator and agents (test/openstack/run-unit.sh)"
-if test/openstack/run-unit.sh > "$logdir/openstack-unit.log" 2>&1; then
-  tail -1 "$logdir/openstack-unit.log"
-  echo "ok   openstack/sharedlvm_cinder (unit)" >> "$logdir/go-test.log"
-else
-  tail -80 "$logdir/openstack-unit.log"
-  echo "FAIL openstack/sharedlvm_cinder (unit)" >> "$logdir/go-test.log"
-fi
+suite "openstack/sharedlvm_cinder (unit)" openstack-unit.log 'unit tests:' test/openstack/run-unit.sh
 
 if [[ "${SHAREDLVM_OPENSTACK_TIER:-1}" != 0 ]]; then
   step "OpenStack tier: Debian's real Cinder services with the driver (test/openstack/run-cinder.sh)"
-  if test/openstack/run-cinder.sh > "$logdir/openstack-tier.log" 2>&1; then
-    grep -E '^\[|^\|' "$logdir/openstack-tier.log" | grep -v '^\[.*pool capabilities' || true
-    tail -3 "$logdir/openstack-tier.log"
-    echo "ok   openstack tier (Cinder)" >> "$logdir/go-test.log"
-  else
-    tail -80 "$logdir/openstack-tier.log"
-    echo "FAIL openstack tier (Cinder)" >> "$logdir/go-test.log"
-  fi
+  suite "openstack tier (Cinder)" openstack-tier.log '^\[|^\||flows:|tier:' test/openstack/run-cinder.sh
 fi
 
 if [[ "${SHAREDLVM_STORAGE_TIER:-1}" != 0 ]]; then

@@ -252,25 +252,22 @@ func (c *Client) CreateSnapshot(ctx context.Context, vg, origin, name string, si
 
 // AddTag adds a tag to an LV (a VG metadata change; no LV lock is needed).
 func (c *Client) AddTag(ctx context.Context, vg, lv, tag string) error {
-	if err := validatePair(vg, lv); err != nil {
-		return err
-	}
-	if err := validateTag(tag); err != nil {
-		return err
-	}
-	_, err := c.runMeta(ctx, vg, []string{"lvchange", "--addtag", tag, lvPath(vg, lv)})
-	return err
+	return c.changeTag(ctx, vg, lv, "--addtag", tag)
 }
 
 // RemoveTag removes a tag from an LV (`lvchange --deltag`).
 func (c *Client) RemoveTag(ctx context.Context, vg, lv, tag string) error {
+	return c.changeTag(ctx, vg, lv, "--deltag", tag)
+}
+
+func (c *Client) changeTag(ctx context.Context, vg, lv, flag, tag string) error {
 	if err := validatePair(vg, lv); err != nil {
 		return err
 	}
 	if err := validateTag(tag); err != nil {
 		return err
 	}
-	_, err := c.runMeta(ctx, vg, []string{"lvchange", "--deltag", tag, lvPath(vg, lv)})
+	_, err := c.runMeta(ctx, vg, []string{"lvchange", flag, tag, lvPath(vg, lv)})
 	return err
 }
 

@@ -721,20 +721,7 @@ func (c *Cluster) lvchange(host int, argv []string) executor.Result {
 		}
 		return ok("")
 	}
-	if argv[1] == "--addtag" && len(argv) == 4 {
-		v, l, res, found := c.lookup(argv[3])
-		if !found {
-			return res
-		}
-		if !c.started(host, v.name) {
-			return lockFailed(v.name)
-		}
-		if !slices.Contains(l.tags, argv[2]) {
-			l.tags = append(l.tags, argv[2])
-		}
-		return ok("  Logical volume " + argv[3] + " changed.\n")
-	}
-	if argv[1] == "--deltag" && len(argv) == 4 {
+	if (argv[1] == "--addtag" || argv[1] == "--deltag") && len(argv) == 4 {
 		v, l, res, found := c.lookup(argv[3])
 		if !found {
 			return res
@@ -743,6 +730,9 @@ func (c *Cluster) lvchange(host int, argv []string) executor.Result {
 			return lockFailed(v.name)
 		}
 		l.tags = slices.DeleteFunc(l.tags, func(t string) bool { return t == argv[2] })
+		if argv[1] == "--addtag" {
+			l.tags = append(l.tags, argv[2])
+		}
 		return ok("  Logical volume " + argv[3] + " changed.\n")
 	}
 	mode := strings.TrimPrefix(argv[1], "-a")
