@@ -57,7 +57,7 @@ func TestCinderOnRealSharedLVM(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/cinder-volume"); err != nil {
 		t.Fatal("Debian's Cinder is not installed: run hack/openstack-packages.sh (as root)")
 	}
-	bed := newBed(t, testbed.Config{Hosts: 2, LUNs: 2, LUNSize: 1 << 30, IOTimeout: 5, MemoryMB: 1536,
+	bed := newBed(t, testbed.Config{Hosts: 2, LUNs: 2, LUNSize: 6 << 30, IOTimeout: 5, MemoryMB: 1536,
 		Forwards: []int{rabbitPort, mariadbPort, apiserverPort, glancePort}})
 	cl := startCluster(t, bed)
 	ctx := cl.ctx
