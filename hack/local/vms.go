@@ -80,19 +80,17 @@ func runVMs(nodes int, exitAfter time.Duration) error {
 		fmt.Println("$ kubectl sharedlvm locks")
 		_ = plugin.Run(ctx, c, []string{"locks"}, os.Stdout)
 	}
+	tty := isTerminal(os.Stdout)
 	wait := func(what string, timeout time.Duration, cond func() (bool, string)) error {
 		start := time.Now()
-		last := ""
+		p := newProgress(os.Stdout, tty, what, start)
 		for {
 			ok, state := cond()
 			if ok {
-				fmt.Printf("\r  %s: done in %.1fs%*s\n", what, time.Since(start).Seconds(), 20, "")
+				p.done(time.Now())
 				return nil
 			}
-			if state != last {
-				fmt.Printf("\r  %s: %s (%.0fs)%*s", what, state, time.Since(start).Seconds(), 10, "")
-				last = state
-			}
+			p.state(state, time.Now())
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
