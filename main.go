@@ -17,9 +17,9 @@ import (
 
 	"github.com/sharedlvm/sharedlvm-operator/agent"
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
-	"github.com/sharedlvm/sharedlvm-operator/cmd"
-	"github.com/sharedlvm/sharedlvm-operator/cmd/plugin"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
+	"github.com/sharedlvm/sharedlvm-operator/plugin"
+	"github.com/sharedlvm/sharedlvm-operator/roles"
 )
 
 // Version is stamped at build time with -ldflags "-X main.Version=...".
@@ -109,13 +109,13 @@ func parse(args []string) {
 }
 
 func runOperator(args []string) error {
-	var o cmd.OperatorOptions
+	var o roles.OperatorOptions
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint (0 disables it)")
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	flag.BoolVar(&o.LeaderElection, "leader-elect", true, "elect one active operator among replicas")
-	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", cmd.DefaultNamespace(), "namespace of the leader election lease")
-	qps := flag.Float64("kube-api-qps", cmd.DefaultOperatorQPS, "requests per second to the apiserver (client-side limit)")
-	flag.IntVar(&o.Burst, "kube-api-burst", cmd.DefaultOperatorBurst, "request burst to the apiserver")
+	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", roles.DefaultNamespace(), "namespace of the leader election lease")
+	qps := flag.Float64("kube-api-qps", roles.DefaultOperatorQPS, "requests per second to the apiserver (client-side limit)")
+	flag.IntVar(&o.Burst, "kube-api-burst", roles.DefaultOperatorBurst, "request burst to the apiserver")
 	flag.StringVar(&o.HeartbeatNamespace, "heartbeat-namespace", heartbeat.DefaultNamespace, "namespace of the agents' heartbeat Leases (the agents' --heartbeat-namespace)")
 	parse(args)
 	o.QPS = float32(*qps)
@@ -124,7 +124,7 @@ func runOperator(args []string) error {
 	if err != nil {
 		return err
 	}
-	mgr, err := cmd.NewOperator(ctx, cfg, o)
+	mgr, err := roles.NewOperator(ctx, cfg, o)
 	if err != nil {
 		return err
 	}
@@ -133,7 +133,7 @@ func runOperator(args []string) error {
 }
 
 func runAgent(args []string) error {
-	o := cmd.AgentOptions{}
+	o := roles.AgentOptions{}
 	hostNS := flag.Bool("host-namespaces", executor.HostRoot(), "run LVM/sanlock commands in the host's namespaces via nsenter (default: when in a container)")
 	flag.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8082", "address of the Prometheus metrics endpoint (0 disables it)")
@@ -147,7 +147,7 @@ func runAgent(args []string) error {
 	if err != nil {
 		return err
 	}
-	mgr, err := cmd.NewAgent(ctx, cfg, o)
+	mgr, err := roles.NewAgent(ctx, cfg, o)
 	if err != nil {
 		return err
 	}
@@ -158,12 +158,12 @@ func runAgent(args []string) error {
 func runWaitLocks(args []string) error {
 	node := flag.String("node", os.Getenv("NODE_NAME"), "node to wait for (default $NODE_NAME)")
 	timeout := flag.Duration("timeout", 15*time.Minute, "give up after this long (exit 1)")
-	bootIDFile := flag.String("boot-id-file", cmd.BootIDFile, "where the current boot ID is read")
+	bootIDFile := flag.String("boot-id-file", roles.BootIDFile, "where the current boot ID is read")
 	parse(args)
 	if *node == "" {
 		return fmt.Errorf("no node: set NODE_NAME (downward API spec.nodeName) or --node")
 	}
-	bootID, err := cmd.ReadBootID(*bootIDFile)
+	bootID, err := roles.ReadBootID(*bootIDFile)
 	if err != nil {
 		return err
 	}
@@ -171,7 +171,7 @@ func runWaitLocks(args []string) error {
 	if err != nil {
 		return err
 	}
-	return cmd.WaitLocks(ctrl.SetupSignalHandler(), c, *node, bootID, *timeout, 2*time.Second, os.Stdout)
+	return roles.WaitLocks(ctrl.SetupSignalHandler(), c, *node, bootID, *timeout, 2*time.Second, os.Stdout)
 }
 
 // newClient is a client of the cluster kubectl would talk to (--kubeconfig, $KUBECONFIG,
@@ -181,5 +181,5 @@ func newClient() (client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.New(cfg, client.Options{Scheme: cmd.Scheme()})
+	return client.New(cfg, client.Options{Scheme: roles.Scheme()})
 }

@@ -15,8 +15,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
-	"github.com/sharedlvm/sharedlvm-operator/cmd"
-	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/internal/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/roles"
 )
 
 var (
@@ -37,7 +37,7 @@ var _ = BeforeSuite(func() {
 	var err error
 	env, err = envtestutil.Start()
 	Expect(err).NotTo(HaveOccurred())
-	scheme := cmd.Scheme()
+	scheme := roles.Scheme()
 	Expect(apiextensionsv1.AddToScheme(scheme)).To(Succeed())
 	k8s, err = client.New(env.Config, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
@@ -57,7 +57,7 @@ var _ = BeforeSuite(func() {
 	}
 	Expect(k8s.Status().Update(ctx, vg)).To(Succeed())
 
-	mgr, err := cmd.NewOperator(ctx, env.Config, cmd.OperatorOptions{MetricsAddr: "0", ProbeAddr: "0"})
+	mgr, err := roles.NewOperator(ctx, env.Config, roles.OperatorOptions{MetricsAddr: "0", ProbeAddr: "0"})
 	Expect(err).NotTo(HaveOccurred())
 	go func() {
 		defer GinkgoRecover()

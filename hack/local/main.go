@@ -34,9 +34,9 @@ import (
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
-	"github.com/sharedlvm/sharedlvm-operator/cmd"
-	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
-	"github.com/sharedlvm/sharedlvm-operator/test/fakelvm"
+	"github.com/sharedlvm/sharedlvm-operator/internal/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/internal/fakelvm"
+	"github.com/sharedlvm/sharedlvm-operator/roles"
 )
 
 func main() {
@@ -95,14 +95,14 @@ func run(nodes int, samples bool, exitAfter time.Duration) error {
 	defer func() { _ = env.Stop(); fmt.Println("control plane stopped, cleaned up") }()
 	fmt.Printf("control plane up in %.1fs\n", time.Since(t0).Seconds())
 
-	c, err := client.New(env.Config, client.Options{Scheme: cmd.Scheme()})
+	c, err := client.New(env.Config, client.Options{Scheme: roles.Scheme()})
 	if err != nil {
 		return err
 	}
 	errs := make(chan error, nodes+1)
 
 	// The storage: an in-memory model of one shared VG on a SAN LUN with lvmlockd + sanlock
-	// on every node (test/fakelvm), so the embedded default needs no disks, no root and
+	// on every node (internal/fakelvm), so the embedded default needs no disks, no root and
 	// touches nothing on this machine. The storage tier runs the same code on real VMs.
 	storage := fakelvm.New()
 	vgNames := strings.Split(volumeGroups, ",")
@@ -250,7 +250,7 @@ func applySamples(ctx context.Context, c client.Client) error {
 // labels and that node's real agent over the host's executor; their exits go to errs. It
 // returns the node names.
 func startControlPlane(ctx context.Context, c client.Client, env *envtestutil.Env, hosts []executor.Executor, labels map[string]string, errs chan<- error) ([]string, error) {
-	op, err := cmd.NewOperator(ctx, env.Config, cmd.OperatorOptions{MetricsAddr: "127.0.0.1:18080", ProbeAddr: "127.0.0.1:18081"})
+	op, err := roles.NewOperator(ctx, env.Config, roles.OperatorOptions{MetricsAddr: "127.0.0.1:18080", ProbeAddr: "127.0.0.1:18081"})
 	if err != nil {
 		return nil, err
 	}
@@ -262,7 +262,7 @@ func startControlPlane(ctx context.Context, c client.Client, env *envtestutil.En
 		if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}); err != nil {
 			return nil, err
 		}
-		ag, err := cmd.NewAgent(ctx, env.Config, cmd.AgentOptions{NodeName: name, MetricsAddr: "0", ProbeAddr: "0", Executor: h, ReportInterval: 5 * time.Second})
+		ag, err := roles.NewAgent(ctx, env.Config, roles.AgentOptions{NodeName: name, MetricsAddr: "0", ProbeAddr: "0", Executor: h, ReportInterval: 5 * time.Second})
 		if err != nil {
 			return nil, err
 		}

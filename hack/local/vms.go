@@ -16,10 +16,10 @@ import (
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
-	"github.com/sharedlvm/sharedlvm-operator/cmd"
-	"github.com/sharedlvm/sharedlvm-operator/cmd/plugin"
-	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
-	"github.com/sharedlvm/sharedlvm-operator/test/testbed"
+	"github.com/sharedlvm/sharedlvm-operator/internal/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/internal/testbed"
+	"github.com/sharedlvm/sharedlvm-operator/plugin"
+	"github.com/sharedlvm/sharedlvm-operator/roles"
 )
 
 // runVMs is the demo on real shared LVM: VMs sharing one LUN, one agent per VM, and a
@@ -54,7 +54,7 @@ func runVMs(nodes int, exitAfter time.Duration) error {
 		return err
 	}
 	defer func() { _ = env.Stop(); fmt.Println("control plane stopped, cleaned up") }()
-	c, err := client.New(env.Config, client.Options{Scheme: cmd.Scheme()})
+	c, err := client.New(env.Config, client.Options{Scheme: roles.Scheme()})
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,6 @@
 // Command scale drives the real operator (its own process, so that its RSS and CPU are its
 // own) against a real kube-apiserver (envtest) with many simulated nodes: the real agent
-// code per node over test/fakelvm, an in-memory model of shared LVM + sanlock that obeys the
+// code per node over internal/fakelvm, an in-memory model of shared LVM + sanlock that obeys the
 // same lock rules. For each volume count it takes that many SharedVolumes and
 // VolumeAttachments through create → attach → live migration → detach → delete and reports
 // throughput, p50/p99 time from the CR change to the applied status, operator RSS and CPU,
@@ -40,9 +40,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
-	"github.com/sharedlvm/sharedlvm-operator/cmd"
-	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
-	"github.com/sharedlvm/sharedlvm-operator/test/fakelvm"
+	"github.com/sharedlvm/sharedlvm-operator/internal/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/internal/fakelvm"
+	"github.com/sharedlvm/sharedlvm-operator/roles"
 )
 
 var (
@@ -117,7 +117,7 @@ func run() error {
 		return err
 	}
 	defer func() { _ = env.Stop() }()
-	c, err := client.New(env.Config, client.Options{Scheme: cmd.Scheme()})
+	c, err := client.New(env.Config, client.Options{Scheme: roles.Scheme()})
 	if err != nil {
 		return err
 	}
@@ -143,7 +143,7 @@ func run() error {
 		if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"scale": "yes"}}}); err != nil {
 			return err
 		}
-		mgr, err := cmd.NewAgent(ctx, env.Config, cmd.AgentOptions{NodeName: name, MetricsAddr: "0", ProbeAddr: "0",
+		mgr, err := roles.NewAgent(ctx, env.Config, roles.AgentOptions{NodeName: name, MetricsAddr: "0", ProbeAddr: "0",
 			Executor: storage.Host(i), ReportInterval: *reportInterval})
 		if err != nil {
 			return err
@@ -244,7 +244,7 @@ func (t *tracker) reset() {
 
 func newTracker(ctx context.Context, env *envtestutil.Env) (*tracker, error) {
 	t := &tracker{reached: map[string]time.Time{}}
-	ca, err := cache.New(env.Config, cache.Options{Scheme: cmd.Scheme()})
+	ca, err := cache.New(env.Config, cache.Options{Scheme: roles.Scheme()})
 	if err != nil {
 		return nil, err
 	}

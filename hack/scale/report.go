@@ -20,7 +20,7 @@ import (
 // of volumes into --out.
 func report(results []cycleResult, idleCalls float64) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Scale run %s: %d simulated nodes (real agents over test/fakelvm), operator in its own process, envtest apiserver, %d client workers, report interval %v.\n\n",
+	fmt.Fprintf(&b, "Scale run %s: %d simulated nodes (real agents over internal/fakelvm), operator in its own process, envtest apiserver, %d client workers, report interval %v.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), *nodes, *workers, *reportInterval)
 	b.WriteString("| volumes | phase | wall | throughput | p50 to applied | p99 to applied | API requests/op | operator CPU |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {

@@ -31,9 +31,9 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
-	"github.com/sharedlvm/sharedlvm-operator/cmd"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
-	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/internal/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/roles"
 )
 
 const (
@@ -143,7 +143,7 @@ func TestInstallIntoAPIServer(t *testing.T) {
 	defer func() { _ = env.Stop() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	admin, err := client.New(env.Config, client.Options{Scheme: cmd.Scheme()})
+	admin, err := client.New(env.Config, client.Options{Scheme: roles.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestInstallIntoAPIServer(t *testing.T) {
 	cinderCfg := rest.CopyConfig(env.Config)
 	cinderCfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:openstack:sharedlvm-cinder",
 		Groups: []string{"system:serviceaccounts", "system:authenticated"}}
-	cinder, err := client.New(cinderCfg, client.Options{Scheme: cmd.Scheme()})
+	cinder, err := client.New(cinderCfg, client.Options{Scheme: roles.Scheme()})
 	must(t, err)
 	sv := &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "openstack", Name: "volume-1"},
 		Spec: v1.SharedVolumeSpec{VolumeGroup: "cinder", Size: resource.MustParse("1Gi")}}
@@ -222,7 +222,7 @@ func TestInstallIntoAPIServer(t *testing.T) {
 		if node != "" {
 			cfg.Impersonate.Extra = map[string][]string{nodeExtra: {node}}
 		}
-		c, err := client.New(cfg, client.Options{Scheme: cmd.Scheme()})
+		c, err := client.New(cfg, client.Options{Scheme: roles.Scheme()})
 		must(t, err)
 		return c
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
-	"github.com/sharedlvm/sharedlvm-operator/test/fakelvm"
+	"github.com/sharedlvm/sharedlvm-operator/internal/fakelvm"
 )
 
 func readyReason(vol *v1.SharedVolume) func() string {

@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
-	"github.com/sharedlvm/sharedlvm-operator/cmd"
+	"github.com/sharedlvm/sharedlvm-operator/roles"
 )
 
 type syncBuffer struct {
@@ -70,7 +70,7 @@ var _ = Describe("node reboot: locks restored before workloads start", Ordered, 
 		waited := make(chan error, 1)
 		go func() {
 			defer GinkgoRecover()
-			waited <- cmd.WaitLocks(ctx, k8s, "node-1", newBoot, time.Minute, 100*time.Millisecond, out)
+			waited <- roles.WaitLocks(ctx, k8s, "node-1", newBoot, time.Minute, 100*time.Millisecond, out)
 		}()
 		Consistently(waited, "1s").ShouldNot(Receive())
 		Expect(out.String()).To(ContainSubstring("waiting for node node-1 to restore its locks for boot " + newBoot))

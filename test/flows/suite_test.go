@@ -23,9 +23,9 @@ import (
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
-	"github.com/sharedlvm/sharedlvm-operator/cmd"
-	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
-	"github.com/sharedlvm/sharedlvm-operator/test/fakelvm"
+	"github.com/sharedlvm/sharedlvm-operator/internal/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/internal/fakelvm"
+	"github.com/sharedlvm/sharedlvm-operator/roles"
 )
 
 func TestFlows(t *testing.T) {
@@ -60,7 +60,7 @@ const (
 // host when a test needs to intercept commands.
 func startAgent(node string, exec executor.Executor) {
 	actx, acancel := context.WithCancel(ctx)
-	mgr, err := cmd.NewAgent(actx, env.Config, cmd.AgentOptions{
+	mgr, err := roles.NewAgent(actx, env.Config, roles.AgentOptions{
 		NodeName: node, MetricsAddr: "0", ProbeAddr: "0", Executor: exec, ReportInterval: 2 * time.Second,
 	})
 	Expect(err).NotTo(HaveOccurred())
@@ -101,7 +101,7 @@ func waitStopped(name string) {
 
 func startOperator() {
 	octx, ocancel := context.WithCancel(ctx)
-	mgr, err := cmd.NewOperator(octx, env.Config, cmd.OperatorOptions{MetricsAddr: metricsAddr, ProbeAddr: "0"})
+	mgr, err := roles.NewOperator(octx, env.Config, roles.OperatorOptions{MetricsAddr: metricsAddr, ProbeAddr: "0"})
 	Expect(err).NotTo(HaveOccurred())
 	done := make(chan struct{})
 	go func() {
@@ -132,7 +132,7 @@ var _ = BeforeSuite(func() {
 	var err error
 	env, err = envtestutil.Start()
 	Expect(err).NotTo(HaveOccurred())
-	k8s, err = client.New(env.Config, client.Options{Scheme: cmd.Scheme()})
+	k8s, err = client.New(env.Config, client.Options{Scheme: roles.Scheme()})
 	Expect(err).NotTo(HaveOccurred())
 	SetDefaultEventuallyTimeout(30 * time.Second)
 	SetDefaultEventuallyPollingInterval(100 * time.Millisecond)

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/internal/envtestutil"
 )
 
 type stage struct {

@@ -20,10 +20,10 @@ import (
 	"github.com/sharedlvm/sharedlvm-operator/agent"
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
-	"github.com/sharedlvm/sharedlvm-operator/cmd"
+	"github.com/sharedlvm/sharedlvm-operator/internal/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/internal/testbed"
 	"github.com/sharedlvm/sharedlvm-operator/metrics"
-	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
-	"github.com/sharedlvm/sharedlvm-operator/test/testbed"
+	"github.com/sharedlvm/sharedlvm-operator/roles"
 )
 
 // benchRow is one operation through the CRs next to the raw command doing the same work on
@@ -245,7 +245,7 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 	var node corev1.Node
 	start = time.Now()
 	cl.startAgent(a)
-	if err := cmd.WaitLocks(ctx, cl.c, "host1", bootID, 10*time.Minute, 200*time.Millisecond, &strings.Builder{}); err != nil {
+	if err := roles.WaitLocks(ctx, cl.c, "host1", bootID, 10*time.Minute, 200*time.Millisecond, &strings.Builder{}); err != nil {
 		t.Fatal(err)
 	}
 	crRestore := time.Since(start)

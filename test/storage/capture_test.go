@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
-	"github.com/sharedlvm/sharedlvm-operator/test/testbed"
+	"github.com/sharedlvm/sharedlvm-operator/internal/testbed"
 )
 
 // TestCaptureFixtures re-records the parser fixtures from the real tools on the bed.

@@ -26,8 +26,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
-	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
-	"github.com/sharedlvm/sharedlvm-operator/test/testbed"
+	"github.com/sharedlvm/sharedlvm-operator/internal/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/internal/testbed"
 )
 
 // The loopback ports a bed guest may reach (QEMU user network, restrict=on): RabbitMQ,

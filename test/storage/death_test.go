@@ -15,7 +15,7 @@ import (
 	"github.com/sharedlvm/sharedlvm-operator/agent/sanlock"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
-	"github.com/sharedlvm/sharedlvm-operator/test/testbed"
+	"github.com/sharedlvm/sharedlvm-operator/internal/testbed"
 )
 
 // TestNodeDeathOnRealSharedLVM: a node dies holding a volume exclusively; the volume is

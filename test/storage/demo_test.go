@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/internal/envtestutil"
 )
 
 // TestRunCommandDemo runs the README's run command's demo (hack/local --storage=vms) to the

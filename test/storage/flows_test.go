@@ -25,9 +25,9 @@ import (
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
-	"github.com/sharedlvm/sharedlvm-operator/cmd"
-	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
-	"github.com/sharedlvm/sharedlvm-operator/test/testbed"
+	"github.com/sharedlvm/sharedlvm-operator/internal/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/internal/testbed"
+	"github.com/sharedlvm/sharedlvm-operator/roles"
 )
 
 // cluster is a control plane with the operator and one agent per bed host.
@@ -52,7 +52,7 @@ func (cl *cluster) startAgent(n *node) {
 		stop()
 	}
 	actx, cancel := context.WithCancel(cl.ctx)
-	mgr, err := cmd.NewAgent(actx, cl.env.Config, cmd.AgentOptions{NodeName: n.Name, MetricsAddr: "0", ProbeAddr: "0", Executor: n.Host, ReportInterval: cmp.Or(cl.reportInterval, 2*time.Second)})
+	mgr, err := roles.NewAgent(actx, cl.env.Config, roles.AgentOptions{NodeName: n.Name, MetricsAddr: "0", ProbeAddr: "0", Executor: n.Host, ReportInterval: cmp.Or(cl.reportInterval, 2*time.Second)})
 	if err != nil {
 		cl.t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func startClusterWith(t *testing.T, bed *testbed.Bed, reportInterval time.Durati
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); time.Sleep(200 * time.Millisecond); _ = env.Stop() })
-	c, err := client.New(env.Config, client.Options{Scheme: cmd.Scheme()})
+	c, err := client.New(env.Config, client.Options{Scheme: roles.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func startClusterWith(t *testing.T, bed *testbed.Bed, reportInterval time.Durati
 		}
 		cl.startAgent(n)
 	}
-	op, err := cmd.NewOperator(ctx, env.Config, cmd.OperatorOptions{MetricsAddr: "0", ProbeAddr: "0"})
+	op, err := roles.NewOperator(ctx, env.Config, roles.OperatorOptions{MetricsAddr: "0", ProbeAddr: "0"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,7 @@
 //go:build storage
 
 // Package storage holds the storage tier: tests on real lvm2 + lvmlockd + sanlock in VMs that
-// share LUN images (test/testbed). Run alone with:
+// share LUN images (internal/testbed). Run alone with:
 //
 //	go test -tags storage -v ./test/storage/
 package storage
@@ -19,7 +19,7 @@ import (
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
 	"github.com/sharedlvm/sharedlvm-operator/agent/sanlock"
-	"github.com/sharedlvm/sharedlvm-operator/test/testbed"
+	"github.com/sharedlvm/sharedlvm-operator/internal/testbed"
 )
 
 // node is one bed host seen through the product's command layer.

@@ -18,8 +18,8 @@ import (
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/sanlock"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
-	"github.com/sharedlvm/sharedlvm-operator/cmd"
-	"github.com/sharedlvm/sharedlvm-operator/test/testbed"
+	"github.com/sharedlvm/sharedlvm-operator/internal/testbed"
+	"github.com/sharedlvm/sharedlvm-operator/roles"
 )
 
 type lockedBuffer struct {
@@ -81,7 +81,9 @@ func TestLifecycleOnRealSharedLVM(t *testing.T) {
 	var node corev1.Node
 	out := &lockedBuffer{}
 	waited := make(chan error, 1)
-	go func() { waited <- cmd.WaitLocks(ctx, cl.c, "host1", bootID, 10*time.Minute, 500*time.Millisecond, out) }()
+	go func() {
+		waited <- roles.WaitLocks(ctx, cl.c, "host1", bootID, 10*time.Minute, 500*time.Millisecond, out)
+	}()
 
 	start = time.Now()
 	cl.startAgent(a)

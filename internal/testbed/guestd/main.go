@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
-	"github.com/sharedlvm/sharedlvm-operator/test/testbed/protocol"
+	"github.com/sharedlvm/sharedlvm-operator/internal/testbed/protocol"
 )
 
 var env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", "LANG=C", "HOME=/root", "LVM_SUPPRESS_FD_WARNINGS=1"}

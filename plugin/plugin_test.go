@@ -15,9 +15,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
-	"github.com/sharedlvm/sharedlvm-operator/cmd"
-	"github.com/sharedlvm/sharedlvm-operator/cmd/plugin"
-	"github.com/sharedlvm/sharedlvm-operator/test/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/internal/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/plugin"
+	"github.com/sharedlvm/sharedlvm-operator/roles"
 )
 
 // TestPluginAgainstAPIServer fills a real apiserver with the state agents report for a live
@@ -30,7 +30,7 @@ func TestPluginAgainstAPIServer(t *testing.T) {
 	}
 	defer func() { _ = env.Stop() }()
 	ctx := context.Background()
-	c, err := client.New(env.Config, client.Options{Scheme: cmd.Scheme()})
+	c, err := client.New(env.Config, client.Options{Scheme: roles.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ import (
 	"time"
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
-	"github.com/sharedlvm/sharedlvm-operator/test/testbed/protocol"
+	"github.com/sharedlvm/sharedlvm-operator/internal/testbed/protocol"
 )
 
 // Config describes a bed.
@@ -142,7 +142,7 @@ func Prepare(ctx context.Context) (image, guestd string, err error) {
 	image = strings.TrimSpace(string(out))
 	// The guest sees this machine's / read-only, so a binary in the cache runs there as is.
 	guestd = filepath.Join(CacheDir(), "testbed", "bin", "guestd")
-	build := exec.CommandContext(ctx, "go", "build", "-o", guestd, "./test/testbed/guestd")
+	build := exec.CommandContext(ctx, "go", "build", "-o", guestd, "./internal/testbed/guestd")
 	build.Dir = root
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := build.CombinedOutput(); err != nil {

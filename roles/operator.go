@@ -1,7 +1,7 @@
-// Package cmd builds the roles of the sharedlvm binary (operator, agent, wait-locks,
-// kubectl plugin) so that main.go, the local run harness and the tests start exactly the
+// Package roles builds the roles of the sharedlvm binary (operator, agent, wait-locks)
+// so that main.go, the local run harness and the tests start exactly the
 // same managers.
-package cmd
+package roles
 
 import (
 	"context"
