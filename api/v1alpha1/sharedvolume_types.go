@@ -110,6 +110,10 @@ type LockStatus struct {
 	// +optional
 	// +listType=set
 	Holders []string `json:"holders,omitempty"`
+	// holderList is holders as plain text, comma-separated ("compute-0,compute-1"): what
+	// kubectl's HOLDERS column prints.
+	// +optional
+	HolderList string `json:"holderList,omitempty"`
 }
 
 // OperationProgress reports a long-running operation (pvmove, migration copy, wipe).
@@ -209,7 +213,7 @@ type SharedVolumeStatus struct {
 // +kubebuilder:printcolumn:name="Size",type=string,JSONPath=`.spec.size`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Lock",type=string,JSONPath=`.status.lock.mode`
-// +kubebuilder:printcolumn:name="Holders",type=string,JSONPath=`.status.lock.holders`
+// +kubebuilder:printcolumn:name="Holders",type=string,JSONPath=`.status.lock.holderList`
 // +kubebuilder:printcolumn:name="Progress",type=integer,JSONPath=`.status.progress.percent`,priority=1
 // +kubebuilder:printcolumn:name="LV UUID",type=string,JSONPath=`.status.lvUUID`,priority=1
 // +kubebuilder:printcolumn:name="Executor",type=string,JSONPath=`.status.executorNode`,priority=1

@@ -94,6 +94,33 @@ func (e *Env) KubectlCmd(args ...string) *exec.Cmd {
 	return exec.Command(e.Kubectl, append([]string{"--kubeconfig", e.Kubeconfig}, args...)...)
 }
 
+// TableRow runs `kubectl get RESOURCE NAME` (the table the apiserver prints from the CRD's
+// columns, what an admin sees) and returns the row keyed by column header. Cells are split
+// on blanks, so it suits columns whose values have none.
+func (e *Env) TableRow(resource, namespace, name string) (map[string]string, error) {
+	args := []string{"get", resource, name}
+	if namespace != "" {
+		args = append(args, "-n", namespace)
+	}
+	out, err := e.KubectlCmd(args...).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 {
+		return nil, fmt.Errorf("kubectl %s printed %d lines, want a header and one row: %s", strings.Join(args, " "), len(lines), out)
+	}
+	head, cells := strings.Fields(lines[0]), strings.Fields(lines[1])
+	if len(head) != len(cells) {
+		return nil, fmt.Errorf("kubectl %s: %d headers, %d cells (a cell with blanks?): %s", strings.Join(args, " "), len(head), len(cells), out)
+	}
+	row := map[string]string{}
+	for i, h := range head {
+		row[h] = cells[i]
+	}
+	return row, nil
+}
+
 // Stop stops the control plane and removes the kubeconfig.
 func (e *Env) Stop() error {
 	if e.Kubeconfig != "" {

@@ -180,6 +180,9 @@ var _ = Describe("SharedVolume lifecycle and the lock rule", Ordered, func() {
 		Expect(lockChangesOn(lvName, since)).To(Equal([]string{"1:sy", "2:sy"}))
 		Eventually(func() []string { return get(vol).Status.Lock.Holders }).Should(Equal([]string{"node-1", "node-2"}))
 		Expect(vol.Status.Lock.Mode).To(Equal(v1.LockShared))
+		By("kubectl's columns are plain text")
+		Eventually(func() (map[string]string, error) { return env.TableRow("sharedvolumes", "cloud", "volume-0001") }).Should(
+			HaveKeyWithValue("HOLDERS", "node-1,node-2"))
 	})
 
 	It("source detaches: it releases before the stayer converts sh→ex", func() {
