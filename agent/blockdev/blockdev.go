@@ -28,15 +28,31 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s: exit %d: %s", strings.Join(e.Argv, " "), e.ExitCode, strings.TrimSpace(e.Stderr))
 }
 
-// ValidateDevice accepts absolute, normalised device paths under /dev only: these commands
-// write raw blocks, so a path is never taken on trust.
+// ValidateDevice is the one device-path check of the project (the LVM wrapper uses it for
+// PVs, these commands for the devices they write): an absolute, normalised path under /dev
+// with no blanks. It enforces what the DevicePath type's CEL rules say at admission, with
+// the same messages, so a path the apiserver accepted is refused here only for blanks.
 func ValidateDevice(dev string) error {
-	if !strings.HasPrefix(dev, "/dev/") || strings.Contains(dev, "/../") || strings.HasSuffix(dev, "/..") ||
-		strings.Contains(dev, "/./") || strings.Contains(dev, "//") || strings.ContainsAny(dev, " \t\n\x00") {
-		return fmt.Errorf("%q is not a normalised device path under /dev", dev)
+	if !strings.HasPrefix(dev, "/dev/") || len(dev) <= len("/dev/") {
+		return fmt.Errorf("%q: %s", dev, MsgDeviceUnderDev)
+	}
+	for _, c := range strings.Split(dev[len("/dev/"):], "/") {
+		if c == "" || c == "." || c == ".." {
+			return fmt.Errorf("%q: %s", dev, MsgDeviceNormalised)
+		}
+	}
+	if strings.ContainsAny(dev, " \t\n\r\x00") {
+		return fmt.Errorf("%q: a device path must not contain blanks or NUL", dev)
 	}
 	return nil
 }
+
+// The messages the DevicePath type's CEL rules also give (api/v1alpha1/names.go; a test
+// there checks they agree).
+const (
+	MsgDeviceUnderDev   = "a PV must be an absolute device path under /dev, for example /dev/disk/by-id/wwn-0x600..."
+	MsgDeviceNormalised = "a PV path must be normalised (no '.', '..' or '//' components): write the device's canonical path"
+)
 
 func checkRange(off, n int64) error {
 	if off < 0 || n <= 0 || off%512 != 0 || n%512 != 0 {

@@ -26,7 +26,7 @@ func TestValidateDevice(t *testing.T) {
 			t.Errorf("%s: %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"", "vda", "/tmp/x", "/dev/../etc/passwd", "/dev/vg/..", "/dev//vda", "/dev/a b", "/dev/./vda", "-/dev/vda"} {
+	for _, bad := range []string{"", "vda", "/tmp/x", "/dev/../etc/passwd", "/dev/vg/..", "/dev//vda", "/dev/a b", "/dev/./vda", "-/dev/vda", "/dev/", "/dev/vda/", "/dev/vg/.", "/dev/a\x00"} {
 		if ValidateDevice(bad) == nil {
 			t.Errorf("%q accepted", bad)
 		}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sharedlvm/sharedlvm-operator/agent/blockdev"
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 )
 
@@ -91,8 +92,8 @@ func validatePair(vg, lv string) error {
 }
 
 func validateDevice(d string) error {
-	if !strings.HasPrefix(d, "/dev/") || strings.Contains(d, "..") || strings.ContainsAny(d, " \t\n") {
-		return &Error{Kind: KindInvalidName, Err: fmt.Errorf("device %q is not a normalised path under /dev", d)}
+	if err := blockdev.ValidateDevice(d); err != nil {
+		return &Error{Kind: KindInvalidName, Err: err}
 	}
 	return nil
 }
