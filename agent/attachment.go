@@ -16,6 +16,7 @@ import (
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/internal/statusutil"
 	"github.com/sharedlvm/sharedlvm-operator/metrics"
 )
 
@@ -79,7 +80,7 @@ func fromActivation(m lvm.ActivationMode) v1.LockMode {
 
 // Reconcile applies one attachment's desired lock.
 func (r *AttachmentAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	return quietConflicts(r.reconcile(ctx, req))
+	return statusutil.QuietConflicts(r.reconcile(ctx, req))
 }
 
 func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -137,7 +138,7 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	if !requested {
 		sl, err := r.Node.SanlockStatus(ctx, LeaseSnapshotMaxAge)
 		if err != nil {
-			setCondition(&st.Conditions, att.Generation, v1.ConditionLockApplied, false, "SanlockUnavailable", "cannot read sanlock on node "+r.Node.Name+": "+err.Error())
+			statusutil.SetCondition(&st.Conditions, att.Generation, v1.ConditionLockApplied, false, "SanlockUnavailable", "cannot read sanlock on node "+r.Node.Name+": "+err.Error())
 			_ = r.patch(ctx, &att, orig)
 			return ctrl.Result{}, err
 		}
@@ -165,7 +166,7 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 			if lvm.KindOf(err) == lvm.KindLockHeldByOther {
 				msg += " (sanlock refused: another host holds it; retrying until it is released)"
 			}
-			if setCondition(&st.Conditions, att.Generation, v1.ConditionLockApplied, false, reason, msg) {
+			if statusutil.SetCondition(&st.Conditions, att.Generation, v1.ConditionLockApplied, false, reason, msg) {
 				r.Recorder.Eventf(&att, nil, corev1.EventTypeWarning, "LockRefused", "ApplyLock", "%s", msg)
 			}
 			if perr := r.patch(ctx, &att, orig); perr != nil {
@@ -193,7 +194,7 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		st.DevicePath = "/dev/" + vg + "/" + lvName
 	}
 	if have == want {
-		setCondition(&st.Conditions, att.Generation, v1.ConditionLockApplied, true, "Applied",
+		statusutil.SetCondition(&st.Conditions, att.Generation, v1.ConditionLockApplied, true, "Applied",
 			fmt.Sprintf("node %s holds %s (granted by lvmlockd, checked against sanlock every %v)", r.Node.Name, st.AppliedLock, AttachmentResync))
 	}
 	if err := r.patch(ctx, &att, orig); err != nil {

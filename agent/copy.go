@@ -17,6 +17,7 @@ import (
 	"github.com/sharedlvm/sharedlvm-operator/agent/blockdev"
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/internal/statusutil"
 	"github.com/sharedlvm/sharedlvm-operator/metrics"
 )
 
@@ -290,7 +291,7 @@ func (r *VolumeAgent) createCopy(ctx context.Context, vol *v1.SharedVolume) (ctr
 	orig = vol.DeepCopy()
 	r.recordLV(vol, vg.Name, vgName, lv)
 	vol.Status.Progress = nil
-	setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionProvisioned, true, "Copied",
+	statusutil.SetCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionProvisioned, true, "Copied",
 		fmt.Sprintf("LV %s/%s (UUID %s) holds a copy of volume %s", vgName, lv.Name, lv.UUID, src.Name))
 	return ctrl.Result{}, r.patch(ctx, vol, orig)
 }
@@ -346,7 +347,7 @@ func (r *VolumeAgent) migrate(ctx context.Context, vol *v1.SharedVolume) (ctrl.R
 	r.recordLV(vol, vg.Name, vgName, lv)
 	vol.Status.RetiredLV = &from
 	vol.Status.Progress = nil
-	setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionProvisioned, true, "Migrated",
+	statusutil.SetCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionProvisioned, true, "Migrated",
 		fmt.Sprintf("LV %s/%s (UUID %s) holds the volume, copied from %s/%s", vgName, lv.Name, lv.UUID, from.VGName, from.LVName))
 	if err := r.patch(ctx, vol, orig); err != nil {
 		return ctrl.Result{}, err

@@ -24,6 +24,7 @@ import (
 	"github.com/sharedlvm/sharedlvm-operator/agent/blockdev"
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/internal/statusutil"
 	"github.com/sharedlvm/sharedlvm-operator/metrics"
 )
 
@@ -49,7 +50,7 @@ type VolumeAgent struct {
 
 // Reconcile does this node's part of one volume.
 func (r *VolumeAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	return quietConflicts(r.reconcile(ctx, req))
+	return statusutil.QuietConflicts(r.reconcile(ctx, req))
 }
 
 func (r *VolumeAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -88,7 +89,7 @@ func (r *VolumeAgent) fail(ctx context.Context, vol, orig *v1.SharedVolume, acti
 	}
 	metrics.CountFailure(strings.ToLower(action), r.Node.Name, reason)
 	msg := fmt.Sprintf("%s on node %s failed: %v", action, r.Node.Name, err)
-	if setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionProvisioned, vol.Status.LVUUID != "", reason, msg) {
+	if statusutil.SetCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionProvisioned, vol.Status.LVUUID != "", reason, msg) {
 		r.Recorder.Eventf(vol, nil, corev1.EventTypeWarning, reason, action, "%s", msg)
 	}
 	if perr := r.patch(ctx, vol, orig); perr != nil {
@@ -132,7 +133,7 @@ func (r *VolumeAgent) create(ctx context.Context, vol *v1.SharedVolume) (ctrl.Re
 			"node %s created LV %s/%s (%s, UUID %s) in %.2fs", r.Node.Name, vgName, lv.Name, quantity(lv.Size), lv.UUID, time.Since(t0).Seconds())
 	}
 	r.recordLV(vol, vg.Name, vgName, lv)
-	setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionProvisioned, true, "Created",
+	statusutil.SetCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionProvisioned, true, "Created",
 		fmt.Sprintf("LV %s/%s exists (UUID %s)", vgName, lv.Name, lv.UUID))
 	log.FromContext(ctx).Info("volume provisioned", "lv", vgName+"/"+lv.Name, "uuid", lv.UUID, "seconds", time.Since(t0).Seconds())
 	return ctrl.Result{}, r.patch(ctx, vol, orig)
@@ -199,7 +200,7 @@ func (r *VolumeAgent) delete(ctx context.Context, vol *v1.SharedVolume) (ctrl.Re
 		}
 		kept := st.VGName + "/" + st.LVName
 		st.LVUUID, st.Path, st.Progress, st.AllocatedSize, st.PVs = "", "", nil, nil, nil
-		setCondition(&st.Conditions, vol.Generation, v1.ConditionProvisioned, false, v1.ReasonLVDeleted, fmt.Sprintf("LV %s kept with its data (deletionPolicy Retain); it no longer carries this volume's tags", kept))
+		statusutil.SetCondition(&st.Conditions, vol.Generation, v1.ConditionProvisioned, false, v1.ReasonLVDeleted, fmt.Sprintf("LV %s kept with its data (deletionPolicy Retain); it no longer carries this volume's tags", kept))
 		r.Recorder.Eventf(vol, nil, corev1.EventTypeNormal, "Retained", "Delete", "LV %s kept (deletionPolicy Retain)", kept)
 		return ctrl.Result{}, r.patch(ctx, vol, orig)
 	}
@@ -210,7 +211,7 @@ func (r *VolumeAgent) delete(ctx context.Context, vol *v1.SharedVolume) (ctrl.Re
 	}
 	removed := st.VGName + "/" + st.LVName
 	st.LVUUID, st.Path, st.Progress, st.AllocatedSize, st.PVs = "", "", nil, nil, nil
-	setCondition(&st.Conditions, vol.Generation, v1.ConditionProvisioned, false, v1.ReasonLVDeleted, fmt.Sprintf("LV %s removed; nothing of the volume is left on disk", removed))
+	statusutil.SetCondition(&st.Conditions, vol.Generation, v1.ConditionProvisioned, false, v1.ReasonLVDeleted, fmt.Sprintf("LV %s removed; nothing of the volume is left on disk", removed))
 	return ctrl.Result{}, r.patch(ctx, vol, orig)
 }
 
@@ -312,7 +313,7 @@ func (r *VolumeAgent) extend(ctx context.Context, vol *v1.SharedVolume) (ctrl.Re
 	}
 	r.recordLV(vol, st.VolumeGroup, st.VGName, lv)
 	metrics.ObserveOperation(metrics.OpExtend, r.Node.Name, time.Since(t0))
-	setCondition(&st.Conditions, vol.Generation, v1.ConditionProvisioned, true, "Extended", fmt.Sprintf("LV %s/%s is %s", st.VGName, lv.Name, quantity(lv.Size)))
+	statusutil.SetCondition(&st.Conditions, vol.Generation, v1.ConditionProvisioned, true, "Extended", fmt.Sprintf("LV %s/%s is %s", st.VGName, lv.Name, quantity(lv.Size)))
 	r.Recorder.Eventf(vol, nil, corev1.EventTypeNormal, "Extended", "Extend", "node %s extended LV %s/%s to %s in %.2fs", r.Node.Name, st.VGName, lv.Name, quantity(lv.Size), time.Since(t0).Seconds())
 	return ctrl.Result{}, r.patch(ctx, vol, orig)
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/sharedlvm/sharedlvm-operator/agent/sanlock"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
+	"github.com/sharedlvm/sharedlvm-operator/internal/statusutil"
 )
 
 // DefaultReportInterval is how often an agent refreshes its view of each VG.
@@ -518,7 +519,7 @@ func (r *VolumeGroupAgent) repairDrift(ctx context.Context, vgName string, st *s
 			}
 			// True while the drift persists (the release failed); False once repaired, with
 			// what was found, so `kubectl describe` shows it.
-			setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionLockDrift, err != nil, reason,
+			statusutil.SetCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionLockDrift, err != nil, reason,
 				msg+" at "+time.Now().UTC().Format(time.RFC3339))
 			_ = patchStatus(ctx, r.Client, vol, orig, func(o client.Object) any { return o.(*v1.SharedVolume).Status })
 		}

@@ -279,7 +279,7 @@ var _ = Describe("status subresource and printer columns", func() {
 		}
 		h, out := header("get", "sharedvolumes", "-n", ns, "vol-cols")
 		Expect(h).To(Equal("NAME VG SIZE PHASE LOCK HOLDERS AGE"))
-		Expect(out).To(MatchRegexp(`vol-cols\s+vg1\s+1Gi\s+InUse\s+Exclusive\s+\["node-a"\]`))
+		Expect(out).To(MatchRegexp(`vol-cols\s+vg1\s+1Gi\s+InUse\s+Exclusive\s+node-a\s`), "HOLDERS is plain text, not a JSON array")
 		h, _ = header("get", "sharedvolumes", "-n", ns, "vol-cols", "-o", "wide")
 		Expect(h).To(Equal("NAME VG SIZE PHASE LOCK HOLDERS PROGRESS LV UUID EXECUTOR AGE"))
 		h, out = header("get", "sva", "-n", ns, "vol-cols-a")

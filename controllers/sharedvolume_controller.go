@@ -10,7 +10,6 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -28,6 +27,7 @@ import (
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/controllers/lockrule"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
+	"github.com/sharedlvm/sharedlvm-operator/internal/statusutil"
 )
 
 // SharedVolumeReconciler owns a SharedVolume's finalizer, phase and aggregated lock status.
@@ -45,7 +45,7 @@ type SharedVolumeReconciler struct {
 
 // Reconcile moves one SharedVolume towards its spec.
 func (r *SharedVolumeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	return quietConflicts(r.reconcile(ctx, req))
+	return statusutil.QuietConflicts(r.reconcile(ctx, req))
 }
 
 func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -101,11 +101,11 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 		st.ExecutorNode = pickExecutor(&old, string(vol.UID), orig.Status.ExecutorNode, canWork)
 	case needMigrate && len(atts) > 0:
 		msg := fmt.Sprintf("spec.volumeGroup asks to migrate the volume from %s to %s, but it is attached (%s): detach it first (Cinder migrates attached volumes through the hypervisor, onto a new volume)", st.VolumeGroup, vol.Spec.VolumeGroup, attachmentNames(atts))
-		if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "MigrationNeedsDetach", msg) {
+		if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "MigrationNeedsDetach", msg) {
 			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "MigrationNeedsDetach", "Migrate", "%s", msg)
 		}
 	case needMigrate && !vgFound:
-		if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "VolumeGroupNotFound",
+		if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "VolumeGroupNotFound",
 			fmt.Sprintf("VolumeGroup %q (the migration's target) does not exist: create it or set spec.volumeGroup back to %s", vol.Spec.VolumeGroup, st.VolumeGroup)) {
 			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "VolumeGroupNotFound", "Migrate", "VolumeGroup %q does not exist", vol.Spec.VolumeGroup)
 		}
@@ -118,13 +118,13 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 		st.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, readyIn(&from, canWork))
 		if st.ExecutorNode == "" {
 			msg := fmt.Sprintf("no node has started the lockspaces of both VG %s and VG %s: the migration copy needs one", from.Spec.VGName, vg.Spec.VGName)
-			if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "NoReadyNode", msg) {
+			if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "NoReadyNode", msg) {
 				r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "NoReadyNode", "Migrate", "%s", msg)
 			}
 		}
 	case needMove && mode == lockrule.Shared:
 		msg := fmt.Sprintf("moving the LV's extents (pvmove) needs it held exclusively by one host, and it is held shared by %v: the move runs once a single node holds it (detach the others, or wait for the live migration to finish)", holders)
-		if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "MoveRefusedWhileShared", msg) {
+		if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "MoveRefusedWhileShared", msg) {
 			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "MoveRefusedWhileShared", "Move", "%s", msg)
 		}
 	case needMove && mode == lockrule.Exclusive:
@@ -132,7 +132,7 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 	case needMove:
 		st.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, canWork)
 	case !vgFound:
-		if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "VolumeGroupNotFound",
+		if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "VolumeGroupNotFound",
 			fmt.Sprintf("VolumeGroup %q does not exist: create it or point spec.volumeGroup at an existing one", vol.Spec.VolumeGroup)) {
 			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "VolumeGroupNotFound", "Provision",
 				"VolumeGroup %q does not exist", vol.Spec.VolumeGroup)
@@ -140,11 +140,11 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 	case (needCreate || needExtend) && notServed(&vg):
 		c := meta.FindStatusCondition(vg.Status.Conditions, v1.ConditionReady)
 		msg := fmt.Sprintf("VolumeGroup %s is not served: %s", vg.Name, c.Message)
-		if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, ReasonVolumeGroupConflict, msg) {
+		if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, ReasonVolumeGroupConflict, msg) {
 			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, ReasonVolumeGroupConflict, "Provision", "%s", msg)
 		}
 	case needExtend && mode == lockrule.Shared:
-		setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "ExtendWaitsForSingleHolder",
+		statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "ExtendWaitsForSingleHolder",
 			fmt.Sprintf("the volume is held shared by %v; it is extended once a single node holds it (detach the other attachments, or wait for the live migration to finish)", holders))
 	case needCreate && vol.Spec.Source != nil:
 		copying = true
@@ -153,7 +153,7 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 			return ctrl.Result{}, err
 		}
 		st.ExecutorNode = exec
-		if reason != "" && setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, reason, msg) {
+		if reason != "" && statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, reason, msg) {
 			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, reason, "Copy", "%s", msg)
 		}
 	case needCreate || needExtend:
@@ -164,7 +164,7 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 		}
 		if st.ExecutorNode == "" {
 			msg := fmt.Sprintf("no node has started the lockspace of VG %s (check `kubectl get svg %s`: are the agents running and does spec.nodeSelector select them?)", vg.Spec.VGName, vg.Name)
-			if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "NoReadyNode", msg) {
+			if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "NoReadyNode", msg) {
 				r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "NoReadyNode", "Provision", "%s", msg)
 			}
 		}
@@ -177,10 +177,10 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 		if st.ExecutorNode == "" {
 			msg = fmt.Sprintf("the volume lives in LV %s/%s; its old LV %s/%s waits for a node of VolumeGroup %s to wipe and remove it", st.VGName, st.LVName, st.RetiredLV.VGName, st.RetiredLV.LVName, st.RetiredLV.VolumeGroup)
 		}
-		setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionTrue, "RemovingRetiredLV", msg)
+		statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, true, "RemovingRetiredLV", msg)
 	case needMigrate && st.ExecutorNode != "":
 		st.Phase = v1.VolumeMigrating
-		if setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "Migrating",
+		if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "Migrating",
 			fmt.Sprintf("node %s is copying LV %s/%s to VolumeGroup %s; the volume switches to the copy when it completes", st.ExecutorNode, st.VGName, st.LVName, vol.Spec.VolumeGroup)) {
 			r.Recorder.Eventf(&vol, nil, corev1.EventTypeNormal, "Migrating", "Migrate", "node %s copies the volume from %s to %s", st.ExecutorNode, st.VolumeGroup, vol.Spec.VolumeGroup)
 		}
@@ -194,14 +194,14 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 		if meta.FindStatusCondition(st.Conditions, v1.ConditionProvisioned) == nil {
 			// From now on an LV may exist before status records it: deleting the volume
 			// takes a cleanup pass (needsCleanupPass).
-			setCondition(&st.Conditions, gen, v1.ConditionProvisioned, metav1.ConditionFalse, "Creating",
+			statusutil.SetCondition(&st.Conditions, gen, v1.ConditionProvisioned, false, "Creating",
 				fmt.Sprintf("node %s was asked to create the LV", st.ExecutorNode))
 		}
 		msg := fmt.Sprintf("node %s is creating LV %s in VG %s", st.ExecutorNode, vol.LVName(), vg.Spec.VGName)
 		if copying {
 			msg = fmt.Sprintf("node %s is creating LV %s in VG %s as a copy of volume %s", st.ExecutorNode, vol.LVName(), vg.Spec.VGName, vol.Spec.Source.Volume)
 		}
-		setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionFalse, "Creating", msg)
+		statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "Creating", msg)
 	case needCreate:
 		if st.Phase != v1.VolumePending {
 			r.Recorder.Eventf(&vol, nil, corev1.EventTypeNormal, "Pending", "Provision",
@@ -210,7 +210,7 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 		st.Phase = v1.VolumePending
 	case needMove && st.ExecutorNode != "":
 		st.Phase = v1.VolumeMoving
-		setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionTrue, "Moving",
+		statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, true, "Moving",
 			fmt.Sprintf("node %s is moving the LV's extents onto %v (pvmove, online)", st.ExecutorNode, vol.Spec.PVs))
 	default:
 		st.Phase = v1.VolumeAvailable
@@ -222,7 +222,7 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 			if needExtend {
 				msg = fmt.Sprintf("node %s is extending LV %s/%s to %s", st.ExecutorNode, st.VGName, st.LVName, vol.Spec.Size.String())
 			}
-			setCondition(&st.Conditions, gen, v1.ConditionReady, metav1.ConditionTrue, string(st.Phase), msg)
+			statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, true, string(st.Phase), msg)
 		}
 	}
 	st.ObservedGeneration = gen
@@ -365,7 +365,7 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 		}
 		vol.Status.ExecutorNode = "" // no LVM work while attached
 		msg := fmt.Sprintf("volume is still attached by %v: delete those VolumeAttachments (detach) first; the volume is deleted once none is left", names)
-		if setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, metav1.ConditionTrue, "Attached", msg) {
+		if statusutil.SetCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, true, "Attached", msg) {
 			r.Recorder.Eventf(vol, nil, corev1.EventTypeWarning, "DeleteBlocked", "Delete", "%s", msg)
 		}
 		return ctrl.Result{}, r.patchStatus(ctx, vol, orig)
@@ -383,7 +383,7 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 	if len(copying) > 0 {
 		vol.Status.ExecutorNode = ""
 		msg := fmt.Sprintf("volumes %v are being copied from this volume: it is deleted once their copies are done", copying)
-		if setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, metav1.ConditionTrue, "CopyInProgress", msg) {
+		if statusutil.SetCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, true, "CopyInProgress", msg) {
 			r.Recorder.Eventf(vol, nil, corev1.EventTypeWarning, "DeleteBlocked", "Delete", "%s", msg)
 		}
 		return ctrl.Result{}, r.patchStatus(ctx, vol, orig)
@@ -417,7 +417,7 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 		if vol.Status.ExecutorNode == "" {
 			msg = fmt.Sprintf("waiting for a node with a started lockspace of VG %s to wipe and remove LV %s", vol.Status.VGName, vol.Status.LVName)
 		}
-		setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, metav1.ConditionTrue, "Wiping", msg)
+		statusutil.SetCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, true, "Wiping", msg)
 		return ctrl.Result{}, r.patchStatus(ctx, vol, orig)
 	}
 	if needsCleanupPass(orig) {
@@ -436,7 +436,7 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 			if vol.Status.ExecutorNode == "" {
 				msg = fmt.Sprintf("waiting for a node of VG %s to remove whatever the interrupted create left", vg.Spec.VGName)
 			}
-			setCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, metav1.ConditionTrue, "CleaningUp", msg)
+			statusutil.SetCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, true, "CleaningUp", msg)
 			return ctrl.Result{RequeueAfter: 30 * time.Second}, r.patchStatus(ctx, vol, orig)
 		}
 	}

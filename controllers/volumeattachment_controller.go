@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -23,6 +22,7 @@ import (
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
+	"github.com/sharedlvm/sharedlvm-operator/internal/statusutil"
 )
 
 // VolumeAttachmentReconciler decides, for every attachment, which lock its node should hold
@@ -42,7 +42,7 @@ type VolumeAttachmentReconciler struct {
 
 // Reconcile computes the desired lock of one attachment from all attachments of its volume.
 func (r *VolumeAttachmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	return quietConflicts(r.reconcile(ctx, req))
+	return statusutil.QuietConflicts(r.reconcile(ctx, req))
 }
 
 func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -64,11 +64,7 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 	orig := att.DeepCopy()
 	st := &att.Status
 	st.DesiredLock, st.Phase = plan.Desired, plan.Phase
-	status := metav1.ConditionFalse
-	if plan.Reason == ReasonAttached {
-		status = metav1.ConditionTrue
-	}
-	r.condition(&att, v1.ConditionReady, status, string(plan.Reason), plan.Message)
+	r.condition(&att, v1.ConditionReady, plan.Reason == ReasonAttached, string(plan.Reason), plan.Message)
 	// The LV the plan is about, for the node's agent (which then reads no volume).
 	st.LV = nil
 	if vol := facts.Vol; vol != nil && vol.Status.LVUUID != "" {
@@ -210,8 +206,8 @@ func liveSibling(att *v1.VolumeAttachment, siblings []v1.VolumeAttachment) bool 
 	return false
 }
 
-func (r *VolumeAttachmentReconciler) condition(att *v1.VolumeAttachment, typ string, s metav1.ConditionStatus, reason, msg string) {
-	setCondition(&att.Status.Conditions, att.Generation, typ, s, reason, msg)
+func (r *VolumeAttachmentReconciler) condition(att *v1.VolumeAttachment, typ string, ok bool, reason, msg string) {
+	statusutil.SetCondition(&att.Status.Conditions, att.Generation, typ, ok, reason, msg)
 }
 
 func orDefault(m v1.LockMode) v1.LockMode {

@@ -25,6 +25,7 @@ import (
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
+	"github.com/sharedlvm/sharedlvm-operator/internal/statusutil"
 )
 
 // VolumeGroupReconciler aggregates the per-node lockspace entries the agents report into
@@ -46,7 +47,7 @@ type VolumeGroupReconciler struct {
 
 // Reconcile recomputes a VolumeGroup's aggregate status.
 func (r *VolumeGroupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	return quietConflicts(r.reconcile(ctx, req))
+	return statusutil.QuietConflicts(r.reconcile(ctx, req))
 }
 
 func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -69,8 +70,8 @@ func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request)
 	if other, what := vg.ClaimConflict(all.Items); other != "" {
 		// Never served: the agents skip it (same rule), no node is chosen to create it.
 		msg := fmt.Sprintf("VolumeGroup %s already claims %s: this VolumeGroup is never served (its capacity would be counted twice, and two VolumeGroups must never drive one LUN); delete it, or point it at a VG and PVs of its own", other, what)
-		changed := setCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionReady, metav1.ConditionFalse, ReasonVolumeGroupConflict, msg)
-		setCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionLockspaceReady, metav1.ConditionFalse, ReasonVolumeGroupConflict, msg)
+		changed := statusutil.SetCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionReady, false, ReasonVolumeGroupConflict, msg)
+		statusutil.SetCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionLockspaceReady, false, ReasonVolumeGroupConflict, msg)
 		if changed {
 			r.Recorder.Eventf(&vg, nil, corev1.EventTypeWarning, ReasonVolumeGroupConflict, "CheckClaims", "%s", msg)
 		}
@@ -79,7 +80,7 @@ func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request)
 	}
 	selected, err := r.selectedNodes(ctx, &vg)
 	if err != nil {
-		setCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionReady, metav1.ConditionFalse, "InvalidNodeSelector",
+		statusutil.SetCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionReady, false, "InvalidNodeSelector",
 			fmt.Sprintf("spec.nodeSelector is invalid: %v", err))
 		return ctrl.Result{}, r.applyStatus(ctx, &vg)
 	}
@@ -146,23 +147,23 @@ func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request)
 	sort.Strings(conflicts)
 	if len(conflicts) > 0 {
 		msg := fmt.Sprintf("duplicate sanlock host IDs (%s): two nodes with one host_id can both write one LV; give each node a unique local/host_id in lvmlocal.conf", strings.Join(conflicts, "; "))
-		if setCondition(&st.Conditions, gen, v1.ConditionHostIDConflict, metav1.ConditionTrue, "DuplicateHostID", msg) {
+		if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionHostIDConflict, true, "DuplicateHostID", msg) {
 			r.Recorder.Eventf(&vg, nil, corev1.EventTypeWarning, "DuplicateHostID", "CheckHostIDs", "%s", msg)
 		}
 	} else {
-		setCondition(&st.Conditions, gen, v1.ConditionHostIDConflict, metav1.ConditionFalse, "UniqueHostIDs", "every reporting node has its own sanlock host_id")
+		statusutil.SetCondition(&st.Conditions, gen, v1.ConditionHostIDConflict, false, "UniqueHostIDs", "every reporting node has its own sanlock host_id")
 	}
 
 	switch {
 	case len(selected) == 0:
-		setCondition(&st.Conditions, gen, v1.ConditionLockspaceReady, metav1.ConditionFalse, "NoNodes",
+		statusutil.SetCondition(&st.Conditions, gen, v1.ConditionLockspaceReady, false, "NoNodes",
 			"no node matches spec.nodeSelector: label the nodes that see the LUN, or fix the selector")
 	case len(missing) > 0:
 		sort.Strings(missing)
-		setCondition(&st.Conditions, gen, v1.ConditionLockspaceReady, metav1.ConditionFalse, "LockspaceNotStarted",
+		statusutil.SetCondition(&st.Conditions, gen, v1.ConditionLockspaceReady, false, "LockspaceNotStarted",
 			fmt.Sprintf("lockspace of VG %s not started on %s", vg.Spec.VGName, strings.Join(missing, ", ")))
 	default:
-		setCondition(&st.Conditions, gen, v1.ConditionLockspaceReady, metav1.ConditionTrue, "Started",
+		statusutil.SetCondition(&st.Conditions, gen, v1.ConditionLockspaceReady, true, "Started",
 			fmt.Sprintf("lockspace started on all %d selected nodes", len(selected)))
 	}
 	// Creation: when no selected node sees the VG and it was never reported, one node (the
@@ -204,7 +205,7 @@ func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request)
 			}
 		}
 	}
-	setCondition(&st.Conditions, gen, v1.ConditionReady, boolStatus(ready), reason, msg)
+	statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, ready, reason, msg)
 	st.ObservedGeneration = gen
 	if equalStatus(orig.Status, vg.Status) {
 		return ctrl.Result{}, nil
@@ -239,7 +240,7 @@ func (r *VolumeGroupReconciler) reconcileDelete(ctx context.Context, vg *v1.Volu
 			names = names[:10]
 		}
 		msg := fmt.Sprintf("%d SharedVolume(s) live in this VolumeGroup (%s%s): delete or migrate them first; it is deleted once none is left (deletion never removes the VG or its LVs from disk)", len(vols.Items), strings.Join(names, ", "), more)
-		if setCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionDeletionBlocked, metav1.ConditionTrue, "VolumesExist", msg) {
+		if statusutil.SetCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionDeletionBlocked, true, "VolumesExist", msg) {
 			r.Recorder.Eventf(vg, nil, corev1.EventTypeWarning, "DeleteBlocked", "Delete", "%s", msg)
 		}
 		return ctrl.Result{RequeueAfter: 30 * time.Second}, r.applyStatus(ctx, vg)
