@@ -61,13 +61,6 @@ func toActivation(m v1.LockMode) lvm.ActivationMode {
 	return lvm.Deactivate
 }
 
-func orNone(m v1.LockMode) v1.LockMode {
-	if m == "" {
-		return v1.LockNone
-	}
-	return m
-}
-
 func fromActivation(m lvm.ActivationMode) v1.LockMode {
 	switch m {
 	case lvm.Exclusive:
@@ -102,7 +95,7 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	var err error
 	if lv := st.LV; lv != nil {
 		vol.Status.VGName, vol.Status.LVName, vol.Status.LVUUID = lv.VGName, lv.LVName, lv.LVUUID
-	} else if st.DesiredLock != "" && st.DesiredLock != v1.LockNone || st.AppliedLock != "" && st.AppliedLock != v1.LockNone {
+	} else if st.DesiredLock.OrNone() != v1.LockNone || st.AppliedLock.OrNone() != v1.LockNone {
 		err = r.APIReader.Get(ctx, types.NamespacedName{Namespace: att.Namespace, Name: string(att.Spec.Volume)}, &vol)
 		if err != nil && !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, err
@@ -132,8 +125,8 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	// do: this node's own lock changes invalidate it, so it is never older than another
 	// host's doing, and resyncing every held attachment costs one sanlock call per node,
 	// not one per LV.
-	requested := orNone(st.AppliedLock) != orNone(st.DesiredLock) ||
-		(orNone(st.AppliedLock) != v1.LockNone && st.LVUUID != uuid) // applied to another LV
+	requested := st.AppliedLock.OrNone() != st.DesiredLock.OrNone() ||
+		(st.AppliedLock.OrNone() != v1.LockNone && st.LVUUID != uuid) // applied to another LV
 	have := toActivation(st.AppliedLock)
 	if !requested {
 		sl, err := r.Node.SanlockStatus(ctx, LeaseSnapshotMaxAge)

@@ -101,7 +101,7 @@ func PlanAttachment(f AttachmentFacts, now time.Time) AttachmentPlan {
 			// no VG) gets no *new* attachment planned; its existing ones stay wanted, so
 			// that its restore re-takes them and nobody else is planned into its place.
 			p := f.Problems[string(a.Spec.Node)]
-			isNew := orDefault(a.Status.DesiredLock) == v1.LockNone
+			isNew := a.Status.DesiredLock.OrNone() == v1.LockNone
 			if (p.Kind != NodeOK && isNew) || !f.Vol.DeletionTimestamp.IsZero() {
 				rejected[a.Name] = true
 			}
@@ -118,7 +118,7 @@ func PlanAttachment(f AttachmentFacts, now time.Time) AttachmentPlan {
 		}
 	}
 	planNodes := nodesOf(f.Siblings, rejected, dead)
-	desired := toLockMode(lockrule.Plan(planNodes)[node])
+	desired := lockrule.Plan(planNodes)[node]
 
 	out := AttachmentPlan{Desired: desired}
 	set := func(phase v1.AttachmentPhase, reason AttachReason, msg string) {
@@ -152,7 +152,7 @@ func PlanAttachment(f AttachmentFacts, now time.Time) AttachmentPlan {
 		out.Desired = v1.LockNone
 		set(v1.AttachmentPending, ReasonWaitingForVolume, fmt.Sprintf("volume %s has no LV yet (phase %q)", vol.Name, vol.Status.Phase))
 	default:
-		applied := orDefault(att.Status.AppliedLock)
+		applied := att.Status.AppliedLock.OrNone()
 		switch {
 		case desired != v1.LockNone && applied == desired:
 			set(v1.AttachmentAttached, ReasonAttached, fmt.Sprintf("node %s holds the volume %s at %s", node, desired, att.Status.DevicePath))
@@ -166,7 +166,7 @@ func PlanAttachment(f AttachmentFacts, now time.Time) AttachmentPlan {
 	if !att.DeletionTimestamp.IsZero() {
 		out.Desired = desired // the lock rule releases unwanted nodes
 		out.Phase = v1.AttachmentDetaching
-		out.Release = orDefault(att.Status.AppliedLock) == v1.LockNone || liveSibling(att, f.Siblings) || dead[node]
+		out.Release = att.Status.AppliedLock.OrNone() == v1.LockNone || liveSibling(att, f.Siblings) || dead[node]
 	}
 	return out
 }

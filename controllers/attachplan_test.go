@@ -349,7 +349,7 @@ func TestMigrateBackAndForth(t *testing.T) {
 		}
 		held := map[string]v1.LockMode{}
 		for _, a := range atts {
-			if m := orDefault(a.Status.AppliedLock); m != v1.LockNone {
+			if m := a.Status.AppliedLock.OrNone(); m != v1.LockNone {
 				held[string(a.Spec.Node)] = m
 			}
 		}

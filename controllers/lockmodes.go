@@ -9,26 +9,6 @@ import (
 	"github.com/sharedlvm/sharedlvm-operator/controllers/lockrule"
 )
 
-func toLockMode(m lockrule.Mode) v1.LockMode {
-	switch m {
-	case lockrule.Exclusive:
-		return v1.LockExclusive
-	case lockrule.Shared:
-		return v1.LockShared
-	}
-	return v1.LockNone
-}
-
-func fromLockMode(m v1.LockMode) lockrule.Mode {
-	switch m {
-	case v1.LockExclusive:
-		return lockrule.Exclusive
-	case v1.LockShared:
-		return lockrule.Shared
-	}
-	return lockrule.None
-}
-
 // stronger orders lock modes by what they exclude, so a node with two attachments reports
 // the strongest lock either one saw (the rule must never understate what a node holds).
 func stronger(a, b lockrule.Mode) lockrule.Mode {
@@ -56,7 +36,7 @@ func nodesOf(atts []v1.VolumeAttachment, rejected map[string]bool, released ...m
 		}
 		n.Wanted = n.Wanted || (a.DeletionTimestamp.IsZero() && !rejected[a.Name])
 		if len(released) == 0 || !released[0][name] {
-			n.Held = stronger(n.Held, fromLockMode(a.Status.AppliedLock))
+			n.Held = stronger(n.Held, a.Status.AppliedLock.OrNone())
 		}
 	}
 	sort.Strings(order)

@@ -81,7 +81,7 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 	vgFound := vgErr == nil
 	nodes := nodesOf(atts, nil)
 	mode, holders := lockrule.Holders(nodes)
-	st.Lock = v1.LockStatus{Mode: toLockMode(mode), Holders: holders, HolderList: strings.Join(holders, ",")}
+	st.Lock = v1.LockStatus{Mode: mode, Holders: holders, HolderList: strings.Join(holders, ",")}
 
 	needCreate := st.LVUUID == ""
 	retiring := st.RetiredLV != nil

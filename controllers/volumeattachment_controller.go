@@ -98,9 +98,9 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 	if equalStatus(orig.Status, att.Status) {
 		return res, nil
 	}
-	if orDefault(orig.Status.DesiredLock) != orDefault(st.DesiredLock) {
+	if orig.Status.DesiredLock.OrNone() != st.DesiredLock.OrNone() {
 		r.Recorder.Eventf(&att, nil, corev1.EventTypeNormal, "LockPlanned", "PlanLock",
-			"node %s should now hold volume %s %s (was %s)", att.Spec.Node, att.Spec.Volume, st.DesiredLock, orDefault(orig.Status.DesiredLock))
+			"node %s should now hold volume %s %s (was %s)", att.Spec.Node, att.Spec.Volume, st.DesiredLock, orig.Status.DesiredLock.OrNone())
 	}
 	if plan.Reason == ReasonHostLostLockspace && readyReason(orig) != string(ReasonHostLostLockspace) {
 		r.Recorder.Eventf(&att, nil, corev1.EventTypeWarning, string(ReasonHostLostLockspace), "PlanLock", "%s", plan.Message)
@@ -208,13 +208,6 @@ func liveSibling(att *v1.VolumeAttachment, siblings []v1.VolumeAttachment) bool 
 
 func (r *VolumeAttachmentReconciler) condition(att *v1.VolumeAttachment, typ string, ok bool, reason, msg string) {
 	statusutil.SetCondition(&att.Status.Conditions, att.Generation, typ, ok, reason, msg)
-}
-
-func orDefault(m v1.LockMode) v1.LockMode {
-	if m == "" {
-		return v1.LockNone
-	}
-	return m
 }
 
 // SetupWithManager registers the reconciler. A change to any attachment of a volume, or to

@@ -247,7 +247,7 @@ func Locks(ctx context.Context, c client.Reader, node, namespace string) ([]Lock
 	seen := map[string]bool{} // one lease per node and LV, however many attachments share it
 	var rows []LockRow
 	for _, a := range atts.Items {
-		if a.Status.AppliedLock == "" || a.Status.AppliedLock == v1.LockNone {
+		if a.Status.AppliedLock.OrNone() == v1.LockNone {
 			continue
 		}
 		if node != "" && string(a.Spec.Node) != node {

@@ -54,6 +54,15 @@ const (
 	LockShared LockMode = "Shared"
 )
 
+// OrNone is the mode with the zero value read as LockNone: the one place where an unset
+// mode (a new object, a field not yet written) becomes "no lock".
+func (m LockMode) OrNone() LockMode {
+	if m == "" {
+		return LockNone
+	}
+	return m
+}
+
 // ReportStaleAfter is how old an agent's lockspace entry may be before the operator stops
 // trusting it (no executor work, no attachment planning for that node) when the entry does
 // not say how often its agent reports. Agents report every 30 s by default.

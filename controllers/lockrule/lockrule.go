@@ -11,16 +11,31 @@
 // from what the agents have reported (the status handshake).
 package lockrule
 
-import "sort"
+import (
+	"sort"
 
-// Mode is a lock mode; the zero value means no lock.
-type Mode string
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+)
+
+// Mode is the API's lock mode (one vocabulary from the API to the agent's command edge);
+// an unset Held ("") counts as None.
+type Mode = v1.LockMode
 
 const (
-	None      Mode = ""
-	Exclusive Mode = "Exclusive"
-	Shared    Mode = "Shared"
+	None      = v1.LockNone
+	Exclusive = v1.LockExclusive
+	Shared    = v1.LockShared
 )
+
+// normal returns the nodes with every Held read through OrNone.
+func normal(nodes []Node) []Node {
+	out := make([]Node, len(nodes))
+	for i, n := range nodes {
+		n.Held = n.Held.OrNone()
+		out[i] = n
+	}
+	return out
+}
 
 // Node is one node's view of a volume.
 type Node struct {
@@ -62,6 +77,7 @@ func Target(nodes []Node) map[string]Mode {
 // mode (in any order, concurrently) is never refused by sanlock given the Held modes, and
 // repeating Plan with the resulting Held modes reaches Target in at most two steps.
 func Plan(nodes []Node) map[string]Mode {
+	nodes = normal(nodes)
 	target := Target(nodes)
 	out := make(map[string]Mode, len(nodes))
 	for _, n := range nodes {
@@ -91,6 +107,7 @@ func Plan(nodes []Node) map[string]Mode {
 
 // Settled reports whether every node holds its target mode.
 func Settled(nodes []Node) bool {
+	nodes = normal(nodes)
 	target := Target(nodes)
 	for _, n := range nodes {
 		if n.Held != target[n.Name] {
@@ -102,6 +119,7 @@ func Settled(nodes []Node) bool {
 
 // Holders lists the nodes that hold any lock, sorted, and the volume-wide mode.
 func Holders(nodes []Node) (Mode, []string) {
+	nodes = normal(nodes)
 	var names []string
 	mode := None
 	for _, n := range nodes {

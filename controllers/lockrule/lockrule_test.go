@@ -2,6 +2,7 @@ package lockrule
 
 import (
 	"fmt"
+	"reflect"
 	"testing"
 )
 
@@ -160,5 +161,25 @@ func TestHolders(t *testing.T) {
 	mode, names = Holders([]Node{{"c", false, None}})
 	if mode != None || len(names) != 0 {
 		t.Fatalf("got %q %v", mode, names)
+	}
+}
+
+// An unset Held (a node whose attachment has not reported yet) is None in every function.
+func TestUnsetHeldIsNone(t *testing.T) {
+	unset := []Node{{Name: "a", Wanted: true}, {Name: "b", Wanted: true, Held: Exclusive}}
+	none := []Node{{Name: "a", Wanted: true, Held: None}, {Name: "b", Wanted: true, Held: Exclusive}}
+	if got, want := Plan(unset), Plan(none); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Plan: unset %v, None %v", got, want)
+	}
+	if Settled(unset) != Settled(none) {
+		t.Fatal("Settled differs")
+	}
+	m1, h1 := Holders(unset)
+	m2, h2 := Holders(none)
+	if m1 != m2 || !reflect.DeepEqual(h1, h2) || m1 != Exclusive {
+		t.Fatalf("Holders: unset %v %v, None %v %v", m1, h1, m2, h2)
+	}
+	if m, _ := Holders(nil); m != None {
+		t.Fatalf("no holder: mode %q, want None", m)
 	}
 }
