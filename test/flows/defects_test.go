@@ -1,6 +1,7 @@
 package flows_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -33,6 +34,30 @@ func attCond(a *v1.VolumeAttachment) *metav1.Condition {
 func vgCond(vg *v1.VolumeGroup, typ string) *metav1.Condition {
 	get(vg)
 	return meta.FindStatusCondition(vg.Status.Conditions, typ)
+}
+
+// statusDump renders a VolumeGroup's status, with the heartbeats' view of each node, for a
+// failure message.
+func statusDump(vg *v1.VolumeGroup) string {
+	b, _ := json.Marshal(vg.Status)
+	var leases []string
+	for _, n := range []string{"node-1", "node-2"} {
+		var l coordv1.Lease
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: heartbeat.DefaultNamespace, Name: heartbeat.LeaseName(n)}, &l); err == nil && l.Spec.RenewTime != nil {
+			leases = append(leases, fmt.Sprintf("%s renewed %v ago", n, time.Since(l.Spec.RenewTime.Time).Round(time.Millisecond)))
+		}
+	}
+	return fmt.Sprintf("%s; heartbeats: %v; creation vgcreate calls: %v", b, leases, vgcreateCalls())
+}
+
+func vgcreateCalls() []string {
+	var out []string
+	for _, c := range storage.Log() {
+		if c.Argv[0] == "vgcreate" {
+			out = append(out, fmt.Sprintf("host %d: %v", c.Host, c.Argv))
+		}
+	}
+	return out
 }
 
 func del(o client.Object) {
@@ -252,7 +277,8 @@ var _ = Describe("Defects of #14", Ordered, func() {
 		Eventually(func(g Gomega) {
 			c := vgCond(taken, v1.ConditionReady)
 			g.Expect(c).NotTo(BeNil())
-			g.Expect(c.Reason).To(Equal("VGCreateFailed"))
+			// On failure, what the operator and the agents saw (CI showed a timeout here once).
+			g.Expect(c.Reason).To(Equal("VGCreateFailed"), "status of %s: %s", taken.Name, statusDump(taken))
 			g.Expect(c.Message).To(ContainSubstring("Physical volume '/dev/vdw' is already in volume group 'vgother'"))
 		}).Should(Succeed())
 		time.Sleep(5 * time.Second) // two report cycles
