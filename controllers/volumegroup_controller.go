@@ -63,158 +63,63 @@ func (r *VolumeGroupReconciler) reconcile(ctx context.Context, req ctrl.Request)
 			return ctrl.Result{}, err
 		}
 	}
-	var all v1.VolumeGroupList
-	if err := r.List(ctx, &all); err != nil {
+	facts, err := r.gatherVG(ctx, &vg)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if other, what := vg.ClaimConflict(all.Items); other != "" {
-		// Never served: the agents skip it (same rule), no node is chosen to create it.
-		msg := fmt.Sprintf("VolumeGroup %s already claims %s: this VolumeGroup is never served (its capacity would be counted twice, and two VolumeGroups must never drive one LUN); delete it, or point it at a VG and PVs of its own", other, what)
-		changed := statusutil.SetCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionReady, false, ReasonVolumeGroupConflict, msg)
-		statusutil.SetCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionLockspaceReady, false, ReasonVolumeGroupConflict, msg)
-		if changed {
-			r.Recorder.Eventf(&vg, nil, corev1.EventTypeWarning, ReasonVolumeGroupConflict, "CheckClaims", "%s", msg)
-		}
-		vg.Status.CreateNode, vg.Status.NodesReady, vg.Status.ObservedGeneration = "", "", vg.Generation
-		return ctrl.Result{}, r.applyStatus(ctx, &vg)
+	return ctrl.Result{}, r.writeVG(ctx, &vg, PlanVolumeGroup(facts, time.Now()))
+}
+
+// gatherVG reads what PlanVolumeGroup decides from: the other VolumeGroups (claims), the
+// nodes (selected, existing) and the heartbeats.
+func (r *VolumeGroupReconciler) gatherVG(ctx context.Context, vg *v1.VolumeGroup) (VGFacts, error) {
+	f := VGFacts{VG: vg}
+	var all v1.VolumeGroupList
+	if err := r.List(ctx, &all); err != nil {
+		return f, err
 	}
-	selected, err := r.selectedNodes(ctx, &vg)
-	if err != nil {
-		statusutil.SetCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionReady, false, "InvalidNodeSelector",
-			fmt.Sprintf("spec.nodeSelector is invalid: %v", err))
-		return ctrl.Result{}, r.applyStatus(ctx, &vg)
+	if f.ClaimedBy, f.Claimed = vg.ClaimConflict(all.Items); f.ClaimedBy != "" {
+		return f, nil
+	}
+	f.Selected, f.SelectorErr = r.selectedNodes(ctx, vg)
+	var nodes corev1.NodeList
+	if err := r.List(ctx, &nodes); err != nil {
+		return f, err
+	}
+	f.Existing = make(map[string]bool, len(nodes.Items))
+	for _, n := range nodes.Items {
+		f.Existing[n.Name] = true
+	}
+	live := vg.DeepCopy()
+	r.Heartbeats.Overlay(live)
+	f.Live = live.Status.Nodes
+	return f, nil
+}
+
+// writeVG writes the plan: the entries of deleted nodes dropped (a merge patch of the
+// agents' list, refused if any agent wrote the object since it was read), the conditions
+// with their Events, and the operator's status fields.
+func (r *VolumeGroupReconciler) writeVG(ctx context.Context, vg *v1.VolumeGroup, p VGPlan) error {
+	if p.DropEntries {
+		orig := vg.DeepCopy()
+		vg.Status.Nodes = p.Entries
+		if err := r.Status().Patch(ctx, vg, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+			return err
+		}
 	}
 	orig := vg.DeepCopy()
 	st := &vg.Status
-	gen := vg.Generation
-
-	// Entries of nodes that no longer exist are dropped: a decommissioned node must not keep
-	// blocking others (its host_id would look duplicated) or look like a lockspace holder.
-	var allNodes corev1.NodeList
-	if err := r.List(ctx, &allNodes); err != nil {
-		return ctrl.Result{}, err
-	}
-	exists := map[string]bool{}
-	for _, n := range allNodes.Items {
-		exists[n.Name] = true
-	}
-	kept := st.Nodes[:0:0]
-	for _, n := range st.Nodes {
-		if exists[n.Node] {
-			kept = append(kept, n)
+	for _, c := range p.Conditions {
+		if statusutil.SetCondition(&st.Conditions, vg.Generation, c.Type, c.OK, c.Reason, c.Message) && c.Event != "" {
+			r.Recorder.Eventf(vg, nil, corev1.EventTypeWarning, c.Event, "CheckVolumeGroup", "%s", c.Message)
 		}
 	}
-	if len(kept) != len(st.Nodes) {
-		// Rare (a node was deleted), and the entries are the agents' fields: a merge patch
-		// of the list, refused if any agent wrote the object since it was read.
-		st.Nodes = kept
-		if err := r.Status().Patch(ctx, &vg, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
-			return ctrl.Result{}, err
-		}
-		orig = vg.DeepCopy()
-	}
-
-	started := 0
-	var missing []string
-	byHostID := map[int32][]string{}
-	reported := map[string]v1.NodeLockspaceStatus{}
-	for _, n := range st.Nodes {
-		reported[n.Node] = n
-		if n.HostID > 0 {
-			byHostID[n.HostID] = append(byHostID[n.HostID], n.Node)
-		}
-	}
-	for _, name := range selected {
-		n, ok := reported[name]
-		switch {
-		case !ok:
-			missing = append(missing, name+" (no agent report)")
-		case !n.LockspaceStarted:
-			missing = append(missing, name)
-		default:
-			started++
-		}
-	}
-	st.NodesReady = fmt.Sprintf("%d/%d", started, len(selected))
-
-	var conflicts []string
-	for id, nodes := range byHostID {
-		if len(nodes) > 1 {
-			sort.Strings(nodes)
-			conflicts = append(conflicts, fmt.Sprintf("host_id %d on %s", id, strings.Join(nodes, ", ")))
-		}
-	}
-	sort.Strings(conflicts)
-	if len(conflicts) > 0 {
-		msg := fmt.Sprintf("duplicate sanlock host IDs (%s): two nodes with one host_id can both write one LV; give each node a unique local/host_id in lvmlocal.conf", strings.Join(conflicts, "; "))
-		if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionHostIDConflict, true, "DuplicateHostID", msg) {
-			r.Recorder.Eventf(&vg, nil, corev1.EventTypeWarning, "DuplicateHostID", "CheckHostIDs", "%s", msg)
-		}
-	} else {
-		statusutil.SetCondition(&st.Conditions, gen, v1.ConditionHostIDConflict, false, "UniqueHostIDs", "every reporting node has its own sanlock host_id")
-	}
-
-	switch {
-	case len(selected) == 0:
-		statusutil.SetCondition(&st.Conditions, gen, v1.ConditionLockspaceReady, false, "NoNodes",
-			"no node matches spec.nodeSelector: label the nodes that see the LUN, or fix the selector")
-	case len(missing) > 0:
-		sort.Strings(missing)
-		statusutil.SetCondition(&st.Conditions, gen, v1.ConditionLockspaceReady, false, "LockspaceNotStarted",
-			fmt.Sprintf("lockspace of VG %s not started on %s", vg.Spec.VGName, strings.Join(missing, ", ")))
-	default:
-		statusutil.SetCondition(&st.Conditions, gen, v1.ConditionLockspaceReady, true, "Started",
-			fmt.Sprintf("lockspace started on all %d selected nodes", len(selected)))
-	}
-	// Creation: when no selected node sees the VG and it was never reported, one node (the
-	// first by name with a fresh report) runs vgcreate --shared on spec.pvs.
-	st.CreateNode = ""
-	if st.VGUUID == "" && len(conflicts) == 0 {
-		live := vg.DeepCopy() // the entries with the agents' heartbeats: who is alive now
-		r.Heartbeats.Overlay(live)
-		reported := map[string]v1.NodeLockspaceStatus{}
-		for _, n := range live.Status.Nodes {
-			reported[n.Node] = n
-		}
-		now := time.Now()
-		seen, fresh := false, []string{}
-		for _, name := range selected {
-			if n, ok := reported[name]; ok {
-				seen = seen || n.VGFound || n.LockspaceStarted
-				if n.Fresh(now) {
-					fresh = append(fresh, name)
-				}
-			}
-		}
-		if !seen && len(fresh) > 0 {
-			st.CreateNode = fresh[0]
-		}
-	}
-	ready := started > 0 && len(conflicts) == 0
-	reason, msg := "Ready", fmt.Sprintf("%d node(s) can serve volumes of VG %s", started, vg.Spec.VGName)
-	switch {
-	case len(conflicts) > 0:
-		reason, msg = "DuplicateHostID", "refusing to serve volumes until host IDs are unique"
-	case started == 0:
-		reason, msg = "NoLockspace", "no node has started the VG's lockspace yet"
-		// What the creating node ran into (LVM's own message) says more than "no lockspace".
-		for _, n := range st.Nodes {
-			if n.Reason == v1.LockspaceVGCreateFailed || (n.Reason == v1.LockspaceWaitingForVGCreateClaim && st.VGUUID == "") {
-				reason, msg = string(n.Reason), fmt.Sprintf("node %s: %s", n.Node, n.Message)
-				break
-			}
-		}
-	}
-	statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, ready, reason, msg)
-	st.ObservedGeneration = gen
+	st.NodesReady, st.CreateNode, st.ObservedGeneration = p.NodesReady, p.CreateNode, vg.Generation
 	if equalStatus(orig.Status, vg.Status) {
-		return ctrl.Result{}, nil
+		return nil
 	}
-	return ctrl.Result{}, r.applyStatus(ctx, &vg)
+	return r.applyStatus(ctx, vg)
 }
-
-// ReasonVolumeGroupConflict: an older VolumeGroup claims the same VG name or a PV.
-const ReasonVolumeGroupConflict = "VolumeGroupConflict"
 
 // reconcileDelete keeps a VolumeGroup while SharedVolumes live in it (as Kubernetes keeps a
 // PVC in use): its LVs, leases and the volumes' state depend on it. Deleting a VolumeGroup

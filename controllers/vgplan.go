@@ -1,0 +1,186 @@
+package controllers
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+)
+
+// VGFacts is everything a VolumeGroup's aggregate status is decided from, gathered once by
+// the reconciler (docs/design.md §4: gather, decide, write).
+type VGFacts struct {
+	// VG as read: its entries are the agents' own reports.
+	VG *v1.VolumeGroup
+	// ClaimedBy is the older VolumeGroup claiming this one's VG name or a PV ("" when none),
+	// Claimed what it claims ("VG name vg1", "PV /dev/vda").
+	ClaimedBy, Claimed string
+	// SelectorErr: spec.nodeSelector does not parse.
+	SelectorErr error
+	// Selected are the nodes the selector picks, sorted.
+	Selected []string
+	// Existing are all nodes that exist.
+	Existing map[string]bool
+	// Live are the VG's entries with the agents' heartbeats overlaid: who is alive now.
+	Live []v1.NodeLockspaceStatus
+}
+
+// VGCondition is one condition the plan sets; Event, when set, is the reason of a Warning
+// Event emitted when the condition changes.
+type VGCondition struct {
+	Type    string
+	OK      bool
+	Reason  string
+	Message string
+	Event   string
+}
+
+// VGPlan is what the reconciler writes.
+type VGPlan struct {
+	// DropEntries: status.nodes must become Entries (entries of deleted nodes dropped: a
+	// decommissioned node must not keep blocking others or look like a lockspace holder).
+	DropEntries bool
+	Entries     []v1.NodeLockspaceStatus
+	// NodesReady ("2/3"), CreateNode (the node to run vgcreate --shared, or none) and the
+	// conditions.
+	NodesReady, CreateNode string
+	Conditions             []VGCondition
+}
+
+// Reasons of the VolumeGroup conditions.
+const (
+	ReasonVolumeGroupConflict = "VolumeGroupConflict"
+	ReasonInvalidNodeSelector = "InvalidNodeSelector"
+	ReasonDuplicateHostID     = "DuplicateHostID"
+	ReasonUniqueHostIDs       = "UniqueHostIDs"
+	ReasonNoNodes             = "NoNodes"
+	ReasonLockspaceNotStarted = "LockspaceNotStarted"
+	ReasonStarted             = "Started"
+	ReasonVGReady             = "Ready"
+	ReasonNoLockspace         = "NoLockspace"
+)
+
+// PlanVolumeGroup decides a VolumeGroup's aggregate status from its facts: whether it is
+// served at all (an older VolumeGroup claiming its VG or a PV wins), how many selected
+// nodes started its lockspace, whether two nodes share a sanlock host_id (refuse to serve:
+// both could write one LV), and, while the VG exists nowhere, which one node creates it
+// (the first by name with a fresh report; none when nobody is fresh: wait, never guess).
+func PlanVolumeGroup(f VGFacts, now time.Time) VGPlan {
+	vg := f.VG
+	if f.ClaimedBy != "" {
+		msg := fmt.Sprintf("VolumeGroup %s already claims %s: this VolumeGroup is never served (its capacity would be counted twice, and two VolumeGroups must never drive one LUN); delete it, or point it at a VG and PVs of its own", f.ClaimedBy, f.Claimed)
+		return VGPlan{Conditions: []VGCondition{
+			{Type: v1.ConditionReady, Reason: ReasonVolumeGroupConflict, Message: msg, Event: ReasonVolumeGroupConflict},
+			{Type: v1.ConditionLockspaceReady, Reason: ReasonVolumeGroupConflict, Message: msg},
+		}}
+	}
+	if f.SelectorErr != nil {
+		return VGPlan{NodesReady: vg.Status.NodesReady, CreateNode: vg.Status.CreateNode, Conditions: []VGCondition{
+			{Type: v1.ConditionReady, Reason: ReasonInvalidNodeSelector, Message: fmt.Sprintf("spec.nodeSelector is invalid: %v", f.SelectorErr)},
+		}}
+	}
+	var p VGPlan
+	entries := vg.Status.Nodes[:0:0]
+	for _, n := range vg.Status.Nodes {
+		if f.Existing[n.Node] {
+			entries = append(entries, n)
+		}
+	}
+	if len(entries) != len(vg.Status.Nodes) {
+		p.DropEntries, p.Entries = true, entries
+	}
+
+	started := 0
+	var missing []string
+	byHostID := map[int32][]string{}
+	reported := map[string]v1.NodeLockspaceStatus{}
+	for _, n := range entries {
+		reported[n.Node] = n
+		if n.HostID > 0 {
+			byHostID[n.HostID] = append(byHostID[n.HostID], n.Node)
+		}
+	}
+	for _, name := range f.Selected {
+		n, ok := reported[name]
+		switch {
+		case !ok:
+			missing = append(missing, name+" (no agent report)")
+		case !n.LockspaceStarted:
+			missing = append(missing, name)
+		default:
+			started++
+		}
+	}
+	p.NodesReady = fmt.Sprintf("%d/%d", started, len(f.Selected))
+
+	var conflicts []string
+	for id, nodes := range byHostID {
+		if len(nodes) > 1 {
+			sort.Strings(nodes)
+			conflicts = append(conflicts, fmt.Sprintf("host_id %d on %s", id, strings.Join(nodes, ", ")))
+		}
+	}
+	sort.Strings(conflicts)
+	if len(conflicts) > 0 {
+		p.Conditions = append(p.Conditions, VGCondition{Type: v1.ConditionHostIDConflict, OK: true, Reason: ReasonDuplicateHostID, Event: ReasonDuplicateHostID,
+			Message: fmt.Sprintf("duplicate sanlock host IDs (%s): two nodes with one host_id can both write one LV; give each node a unique local/host_id in lvmlocal.conf", strings.Join(conflicts, "; "))})
+	} else {
+		p.Conditions = append(p.Conditions, VGCondition{Type: v1.ConditionHostIDConflict, Reason: ReasonUniqueHostIDs, Message: "every reporting node has its own sanlock host_id"})
+	}
+
+	switch {
+	case len(f.Selected) == 0:
+		p.Conditions = append(p.Conditions, VGCondition{Type: v1.ConditionLockspaceReady, Reason: ReasonNoNodes,
+			Message: "no node matches spec.nodeSelector: label the nodes that see the LUN, or fix the selector"})
+	case len(missing) > 0:
+		sort.Strings(missing)
+		p.Conditions = append(p.Conditions, VGCondition{Type: v1.ConditionLockspaceReady, Reason: ReasonLockspaceNotStarted,
+			Message: fmt.Sprintf("lockspace of VG %s not started on %s", vg.Spec.VGName, strings.Join(missing, ", "))})
+	default:
+		p.Conditions = append(p.Conditions, VGCondition{Type: v1.ConditionLockspaceReady, OK: true, Reason: ReasonStarted,
+			Message: fmt.Sprintf("lockspace started on all %d selected nodes", len(f.Selected))})
+	}
+
+	// Creation: when no selected node sees the VG and it was never reported, one node (the
+	// first by name with a fresh report) runs vgcreate --shared on spec.pvs.
+	if vg.Status.VGUUID == "" && len(conflicts) == 0 {
+		live := map[string]v1.NodeLockspaceStatus{}
+		for _, n := range f.Live {
+			if f.Existing[n.Node] {
+				live[n.Node] = n
+			}
+		}
+		seen, fresh := false, []string{}
+		for _, name := range f.Selected {
+			if n, ok := live[name]; ok {
+				seen = seen || n.VGFound || n.LockspaceStarted
+				if n.Fresh(now) {
+					fresh = append(fresh, name)
+				}
+			}
+		}
+		if !seen && len(fresh) > 0 {
+			p.CreateNode = fresh[0]
+		}
+	}
+
+	ready := VGCondition{Type: v1.ConditionReady, OK: started > 0 && len(conflicts) == 0, Reason: ReasonVGReady,
+		Message: fmt.Sprintf("%d node(s) can serve volumes of VG %s", started, vg.Spec.VGName)}
+	switch {
+	case len(conflicts) > 0:
+		ready.Reason, ready.Message = ReasonDuplicateHostID, "refusing to serve volumes until host IDs are unique"
+	case started == 0:
+		ready.Reason, ready.Message = ReasonNoLockspace, "no node has started the VG's lockspace yet"
+		// What the creating node ran into (LVM's own message) says more than "no lockspace".
+		for _, n := range entries {
+			if n.Reason == v1.LockspaceVGCreateFailed || (n.Reason == v1.LockspaceWaitingForVGCreateClaim && vg.Status.VGUUID == "") {
+				ready.Reason, ready.Message = string(n.Reason), fmt.Sprintf("node %s: %s", n.Node, n.Message)
+				break
+			}
+		}
+	}
+	p.Conditions = append(p.Conditions, ready)
+	return p
+}
