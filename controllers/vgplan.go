@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -144,7 +145,8 @@ func PlanVolumeGroup(f VGFacts, now time.Time) VGPlan {
 	}
 
 	// Creation: when no selected node sees the VG and it was never reported, one node (the
-	// first by name with a fresh report) runs vgcreate --shared on spec.pvs.
+	// one already chosen if still fresh, else the first by name with a fresh report) runs
+	// vgcreate --shared on spec.pvs.
 	if vg.Status.VGUUID == "" && len(conflicts) == 0 {
 		live := map[string]v1.NodeLockspaceStatus{}
 		for _, n := range f.Live {
@@ -163,6 +165,12 @@ func PlanVolumeGroup(f VGFacts, now time.Time) VGPlan {
 		}
 		if !seen && len(fresh) > 0 {
 			p.CreateNode = fresh[0]
+			// The node already chosen keeps the job while it is fresh: it may hold the create
+			// claim, and a newcomer would only wait for the claim to expire (the claim's TTL,
+			// 2 min) and then run vgcreate a second time.
+			if slices.Contains(fresh, vg.Status.CreateNode) {
+				p.CreateNode = vg.Status.CreateNode
+			}
 		}
 	}
 
