@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"sort"
 	"strings"
 	"time"
@@ -25,7 +24,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
-	"github.com/sharedlvm/sharedlvm-operator/controllers/lockrule"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
 	"github.com/sharedlvm/sharedlvm-operator/internal/statusutil"
 )
@@ -49,7 +47,6 @@ func (r *SharedVolumeReconciler) Reconcile(ctx context.Context, req ctrl.Request
 }
 
 func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	logger := log.FromContext(ctx)
 	var vol v1.SharedVolume
 	if err := r.Get(ctx, req.NamespacedName, &vol); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -58,7 +55,6 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-
 	if !vol.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, &vol, atts)
 	}
@@ -66,290 +62,112 @@ func (r *SharedVolumeReconciler) reconcile(ctx context.Context, req ctrl.Request
 		if err := r.Update(ctx, &vol); err != nil {
 			return ctrl.Result{}, err
 		}
-		logger.V(1).Info("added finalizer")
+		log.FromContext(ctx).V(1).Info("added finalizer")
 	}
+	facts, err := r.gatherVolume(ctx, &vol, atts)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	plan := PlanVolume(facts, time.Now())
+	return ctrl.Result{RequeueAfter: plan.Requeue}, r.writeVolume(ctx, &vol, plan)
+}
 
+// gatherVolume reads what PlanVolume decides from: the VolumeGroups involved (heartbeats
+// overlaid), a copy's source, and which of their nodes restored this boot's locks.
+func (r *SharedVolumeReconciler) gatherVolume(ctx context.Context, vol *v1.SharedVolume, atts []v1.VolumeAttachment) (VolumeFacts, error) {
+	f := VolumeFacts{Vol: vol, Atts: atts}
+	// getOpt reads a VolumeGroup; a missing one reads as empty.
+	getOpt := func(name string, into *v1.VolumeGroup) (bool, error) {
+		err := getVG(ctx, r, r.Heartbeats, name, into)
+		if apierrors.IsNotFound(err) {
+			*into = v1.VolumeGroup{}
+			return false, nil
+		}
+		return err == nil, err
+	}
+	var vg v1.VolumeGroup
+	if found, err := getOpt(string(vol.Spec.VolumeGroup), &vg); err != nil {
+		return f, err
+	} else if found {
+		f.VG = &vg
+	}
+	st := &vol.Status
+	switch {
+	case st.RetiredLV != nil:
+		if _, err := getOpt(st.RetiredLV.VolumeGroup, &f.Old); err != nil {
+			return f, err
+		}
+	case v1.NeedsMigration(vol):
+		if _, err := getOpt(st.VolumeGroup, &f.From); err != nil {
+			return f, err
+		}
+	case st.LVUUID == "" && vol.Spec.Source != nil:
+		f.Src = &CopySourceFacts{}
+		var src v1.SharedVolume
+		err := r.Get(ctx, types.NamespacedName{Namespace: vol.Namespace, Name: string(vol.Spec.Source.Volume)}, &src)
+		if client.IgnoreNotFound(err) != nil {
+			return f, err
+		}
+		if err == nil {
+			f.Src.Vol = &src
+			if _, err := getOpt(src.Status.VolumeGroup, &f.Src.VG); err != nil {
+				return f, err
+			}
+			if f.Src.Atts, err = attachmentsOf(ctx, r, src.Namespace, src.Name); err != nil {
+				return f, err
+			}
+		}
+	}
+	f.CanWork = map[string]bool{}
+	for _, g := range []*v1.VolumeGroup{&vg, &f.From, &f.Old, srcVG(f.Src)} {
+		for _, n := range g.Status.Nodes {
+			if _, done := f.CanWork[n.Node]; !done {
+				f.CanWork[n.Node] = r.nodeCanWork(ctx, n.Node)
+			}
+		}
+	}
+	return f, nil
+}
+
+func srcVG(s *CopySourceFacts) *v1.VolumeGroup {
+	if s == nil {
+		return &v1.VolumeGroup{}
+	}
+	return &s.VG
+}
+
+// writeVolume writes the plan: lock, executor, phase, the conditions in order with their
+// Events, observedGeneration.
+func (r *SharedVolumeReconciler) writeVolume(ctx context.Context, vol *v1.SharedVolume, p VolumePlan) error {
 	orig := vol.DeepCopy()
 	st := &vol.Status
-	gen := vol.Generation
-
-	var vg v1.VolumeGroup
-	vgErr := getVG(ctx, r, r.Heartbeats, string(vol.Spec.VolumeGroup), &vg)
-	if vgErr != nil && !apierrors.IsNotFound(vgErr) {
-		return ctrl.Result{}, vgErr
-	}
-	vgFound := vgErr == nil
-	nodes := nodesOf(atts, nil)
-	mode, holders := lockrule.Holders(nodes)
-	st.Lock = v1.LockStatus{Mode: mode, Holders: holders, HolderList: strings.Join(holders, ",")}
-
-	needCreate := st.LVUUID == ""
-	retiring := st.RetiredLV != nil
-	needMigrate := !retiring && v1.NeedsMigration(&vol)
-	needExtend := !needCreate && !needMigrate && st.AllocatedSize != nil && vol.Spec.Size.Cmp(*st.AllocatedSize) > 0
-	needMove := !needCreate && v1.NeedsMove(&vol)
-	copying := false // a create that copies spec.source
-	st.ExecutorNode = ""
-	canWork := r.nodeCanWork(ctx)
-	switch {
-	case retiring:
-		// The volume lives in its new LV; the old one is wiped and removed by a node of its VG.
-		var old v1.VolumeGroup
-		if err := getVG(ctx, r, r.Heartbeats, st.RetiredLV.VolumeGroup, &old); err != nil && !apierrors.IsNotFound(err) {
-			return ctrl.Result{}, err
+	st.Lock, st.ExecutorNode, st.Phase = p.Lock, p.Executor, p.Phase
+	for _, s := range p.Steps {
+		changed := true
+		if c := s.Cond; c != nil {
+			changed = statusutil.SetCondition(&st.Conditions, vol.Generation, c.Type, c.OK, c.Reason, c.Message)
 		}
-		st.ExecutorNode = pickExecutor(&old, string(vol.UID), orig.Status.ExecutorNode, canWork)
-	case needMigrate && len(atts) > 0:
-		msg := fmt.Sprintf("spec.volumeGroup asks to migrate the volume from %s to %s, but it is attached (%s): detach it first (Cinder migrates attached volumes through the hypervisor, onto a new volume)", st.VolumeGroup, vol.Spec.VolumeGroup, attachmentNames(atts))
-		if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "MigrationNeedsDetach", msg) {
-			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "MigrationNeedsDetach", "Migrate", "%s", msg)
-		}
-	case needMigrate && !vgFound:
-		if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "VolumeGroupNotFound",
-			fmt.Sprintf("VolumeGroup %q (the migration's target) does not exist: create it or set spec.volumeGroup back to %s", vol.Spec.VolumeGroup, st.VolumeGroup)) {
-			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "VolumeGroupNotFound", "Migrate", "VolumeGroup %q does not exist", vol.Spec.VolumeGroup)
-		}
-	case needMigrate:
-		// The copy runs on a node that has started the lockspaces of both VGs.
-		var from v1.VolumeGroup
-		if err := getVG(ctx, r, r.Heartbeats, st.VolumeGroup, &from); err != nil && !apierrors.IsNotFound(err) {
-			return ctrl.Result{}, err
-		}
-		st.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, readyIn(&from, canWork))
-		if st.ExecutorNode == "" {
-			msg := fmt.Sprintf("no node has started the lockspaces of both VG %s and VG %s: the migration copy needs one", from.Spec.VGName, vg.Spec.VGName)
-			if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "NoReadyNode", msg) {
-				r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "NoReadyNode", "Migrate", "%s", msg)
-			}
-		}
-	case needMove && mode == lockrule.Shared:
-		msg := fmt.Sprintf("moving the LV's extents (pvmove) needs it held exclusively by one host, and it is held shared by %v: the move runs once a single node holds it (detach the others, or wait for the live migration to finish)", holders)
-		if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "MoveRefusedWhileShared", msg) {
-			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "MoveRefusedWhileShared", "Move", "%s", msg)
-		}
-	case needMove && mode == lockrule.Exclusive:
-		st.ExecutorNode = holders[0] // pvmove -n runs where the exclusive lock is held
-	case needMove:
-		st.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, canWork)
-	case !vgFound:
-		if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "VolumeGroupNotFound",
-			fmt.Sprintf("VolumeGroup %q does not exist: create it or point spec.volumeGroup at an existing one", vol.Spec.VolumeGroup)) {
-			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "VolumeGroupNotFound", "Provision",
-				"VolumeGroup %q does not exist", vol.Spec.VolumeGroup)
-		}
-	case (needCreate || needExtend) && notServed(&vg):
-		c := meta.FindStatusCondition(vg.Status.Conditions, v1.ConditionReady)
-		msg := fmt.Sprintf("VolumeGroup %s is not served: %s", vg.Name, c.Message)
-		if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, ReasonVolumeGroupConflict, msg) {
-			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, ReasonVolumeGroupConflict, "Provision", "%s", msg)
-		}
-	case needExtend && mode == lockrule.Shared:
-		statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "ExtendWaitsForSingleHolder",
-			fmt.Sprintf("the volume is held shared by %v; it is extended once a single node holds it (detach the other attachments, or wait for the live migration to finish)", holders))
-	case needCreate && vol.Spec.Source != nil:
-		copying = true
-		exec, reason, msg, err := r.copyExecutor(ctx, &vol, &vg, orig.Status.ExecutorNode, canWork)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		st.ExecutorNode = exec
-		if reason != "" && statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, reason, msg) {
-			r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, reason, "Copy", "%s", msg)
-		}
-	case needCreate || needExtend:
-		if mode == lockrule.Exclusive {
-			st.ExecutorNode = holders[0] // the exclusive holder does the work under its lock
-		} else {
-			st.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, canWork)
-		}
-		if st.ExecutorNode == "" {
-			msg := fmt.Sprintf("no node has started the lockspace of VG %s (check `kubectl get svg %s`: are the agents running and does spec.nodeSelector select them?)", vg.Spec.VGName, vg.Name)
-			if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "NoReadyNode", msg) {
-				r.Recorder.Eventf(&vol, nil, corev1.EventTypeWarning, "NoReadyNode", "Provision", "%s", msg)
-			}
+		if e := s.Event; e != nil && changed {
+			r.Recorder.Eventf(vol, nil, e.Type, e.Reason, e.Action, "%s", e.Message)
 		}
 	}
-
-	switch {
-	case retiring:
-		st.Phase = v1.VolumeMigrating
-		msg := fmt.Sprintf("the volume lives in LV %s/%s; node %s is wiping and removing its old LV %s/%s", st.VGName, st.LVName, st.ExecutorNode, st.RetiredLV.VGName, st.RetiredLV.LVName)
-		if st.ExecutorNode == "" {
-			msg = fmt.Sprintf("the volume lives in LV %s/%s; its old LV %s/%s waits for a node of VolumeGroup %s to wipe and remove it", st.VGName, st.LVName, st.RetiredLV.VGName, st.RetiredLV.LVName, st.RetiredLV.VolumeGroup)
-		}
-		statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, true, "RemovingRetiredLV", msg)
-	case needMigrate && st.ExecutorNode != "":
-		st.Phase = v1.VolumeMigrating
-		if statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "Migrating",
-			fmt.Sprintf("node %s is copying LV %s/%s to VolumeGroup %s; the volume switches to the copy when it completes", st.ExecutorNode, st.VGName, st.LVName, vol.Spec.VolumeGroup)) {
-			r.Recorder.Eventf(&vol, nil, corev1.EventTypeNormal, "Migrating", "Migrate", "node %s copies the volume from %s to %s", st.ExecutorNode, st.VolumeGroup, vol.Spec.VolumeGroup)
-		}
-	case needMigrate:
-		st.Phase = v1.VolumeAvailable
-		if len(holders) > 0 {
-			st.Phase = v1.VolumeInUse
-		}
-	case needCreate && st.ExecutorNode != "":
-		st.Phase = v1.VolumeCreating
-		if meta.FindStatusCondition(st.Conditions, v1.ConditionProvisioned) == nil {
-			// From now on an LV may exist before status records it: deleting the volume
-			// takes a cleanup pass (needsCleanupPass).
-			statusutil.SetCondition(&st.Conditions, gen, v1.ConditionProvisioned, false, "Creating",
-				fmt.Sprintf("node %s was asked to create the LV", st.ExecutorNode))
-		}
-		msg := fmt.Sprintf("node %s is creating LV %s in VG %s", st.ExecutorNode, vol.LVName(), vg.Spec.VGName)
-		if copying {
-			msg = fmt.Sprintf("node %s is creating LV %s in VG %s as a copy of volume %s", st.ExecutorNode, vol.LVName(), vg.Spec.VGName, vol.Spec.Source.Volume)
-		}
-		statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, false, "Creating", msg)
-	case needCreate:
-		if st.Phase != v1.VolumePending {
-			r.Recorder.Eventf(&vol, nil, corev1.EventTypeNormal, "Pending", "Provision",
-				"waiting to create LV %q in VolumeGroup %q (see the Ready condition)", vol.LVName(), vol.Spec.VolumeGroup)
-		}
-		st.Phase = v1.VolumePending
-	case needMove && st.ExecutorNode != "":
-		st.Phase = v1.VolumeMoving
-		statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, true, "Moving",
-			fmt.Sprintf("node %s is moving the LV's extents onto %v (pvmove, online)", st.ExecutorNode, vol.Spec.PVs))
-	default:
-		st.Phase = v1.VolumeAvailable
-		if len(holders) > 0 {
-			st.Phase = v1.VolumeInUse
-		}
-		if (!needExtend && !needMove) || st.ExecutorNode != "" {
-			msg := fmt.Sprintf("LV %s/%s is %s", st.VGName, st.LVName, strings.ToLower(string(st.Phase)))
-			if needExtend {
-				msg = fmt.Sprintf("node %s is extending LV %s/%s to %s", st.ExecutorNode, st.VGName, st.LVName, vol.Spec.Size.String())
-			}
-			statusutil.SetCondition(&st.Conditions, gen, v1.ConditionReady, true, string(st.Phase), msg)
-		}
-	}
-	st.ObservedGeneration = gen
-	var res ctrl.Result
-	if needCreate || needExtend || needMove || needMigrate || retiring {
-		// Safety net: re-check the assignment if the executor's reports stop (node death).
-		res.RequeueAfter = 30 * time.Second
-	}
-	return res, r.patchStatus(ctx, &vol, orig)
-}
-
-// copyExecutor picks the node that copies spec.source into a new volume, or says why none
-// may yet (reason and message for the Ready condition). A source held exclusively is copied
-// on its holder, from a temporary snapshot (the VM keeps running); an unattached one on a
-// node of both VGs, under a shared lock it takes for the copy; a shared-attached one waits:
-// a thick snapshot cannot exist while its origin is held shared (lvmlockd(8)), and a copy
-// of a volume written on several hosts would not be a point in time.
-func (r *SharedVolumeReconciler) copyExecutor(ctx context.Context, vol *v1.SharedVolume, vg *v1.VolumeGroup, current string, canWork func(string) bool) (exec, reason, msg string, err error) {
-	name := string(vol.Spec.Source.Volume)
-	var src v1.SharedVolume
-	if err := r.Get(ctx, types.NamespacedName{Namespace: vol.Namespace, Name: name}, &src); err != nil {
-		if apierrors.IsNotFound(err) {
-			return "", "SourceNotFound", fmt.Sprintf("spec.source names SharedVolume %q, which does not exist in namespace %s", name, vol.Namespace), nil
-		}
-		return "", "", "", err
-	}
-	switch {
-	case !src.DeletionTimestamp.IsZero():
-		return "", "SourceNotFound", fmt.Sprintf("source volume %s is being deleted", name), nil
-	case src.Status.LVUUID == "":
-		return "", "SourceNotReady", fmt.Sprintf("source volume %s has no LV yet (phase %q): the copy starts once it has", name, src.Status.Phase), nil
-	case v1.NeedsMigration(&src) || src.Status.RetiredLV != nil:
-		return "", "SourceNotReady", fmt.Sprintf("source volume %s is being migrated between VolumeGroups: the copy starts once it is done", name), nil
-	case src.Status.AllocatedSize != nil && src.Status.AllocatedSize.Cmp(vol.Spec.Size) > 0:
-		return "", "SourceLargerThanVolume", fmt.Sprintf("source volume %s is %s, larger than spec.size %s: a copy must be at least as large as its source", name, src.Status.AllocatedSize.String(), vol.Spec.Size.String()), nil
-	}
-	if vg.Name == "" {
-		return "", "VolumeGroupNotFound", fmt.Sprintf("VolumeGroup %q does not exist", vol.Spec.VolumeGroup), nil
-	}
-	var srcVG v1.VolumeGroup
-	if err := getVG(ctx, r, r.Heartbeats, src.Status.VolumeGroup, &srcVG); err != nil && !apierrors.IsNotFound(err) {
-		return "", "", "", err
-	}
-	srcAtts, err := attachmentsOf(ctx, r, src.Namespace, src.Name)
-	if err != nil {
-		return "", "", "", err
-	}
-	mode, holders := lockrule.Holders(nodesOf(srcAtts, nil))
-	both := readyIn(&srcVG, canWork)
-	switch mode {
-	case lockrule.Shared:
-		return "", "CopyWaitsForSingleHolder", fmt.Sprintf("source volume %s is held shared by %v: a point-in-time copy needs it unattached or held by one node (a thick snapshot cannot exist while its origin is shared); the copy starts once a single node holds it", name, holders), nil
-	case lockrule.Exclusive:
-		h := holders[0]
-		if !both(h) || !readyIn(vg, func(string) bool { return true })(h) {
-			return "", "NoReadyNode", fmt.Sprintf("source volume %s is held by node %s, which copies it from a snapshot, but that node has not started the lockspace of VG %s", name, h, vg.Spec.VGName), nil
-		}
-		return h, "", "", nil
-	}
-	exec = pickExecutor(vg, string(vol.UID), current, both)
-	if exec == "" {
-		return "", "NoReadyNode", fmt.Sprintf("no node has started the lockspaces of both VG %s (the copy) and VG %s (its source %s)", vg.Spec.VGName, srcVG.Spec.VGName, name), nil
-	}
-	return exec, "", "", nil
-}
-
-// notServed: the VolumeGroup conflicts with an older one (ClaimConflict) and nothing is
-// done in it.
-func notServed(vg *v1.VolumeGroup) bool {
-	c := meta.FindStatusCondition(vg.Status.Conditions, v1.ConditionReady)
-	return c != nil && c.Reason == ReasonVolumeGroupConflict
-}
-
-// readyIn narrows canWork to nodes whose entry in vg is ready (lockspace started, fresh).
-func readyIn(vg *v1.VolumeGroup, canWork func(string) bool) func(string) bool {
-	now := time.Now()
-	return func(name string) bool {
-		for i := range vg.Status.Nodes {
-			if n := &vg.Status.Nodes[i]; n.Node == name {
-				return n.Ready(now) && canWork(name)
-			}
-		}
-		return false
-	}
-}
-
-func attachmentNames(atts []v1.VolumeAttachment) string {
-	names := make([]string, 0, len(atts))
-	for _, a := range atts {
-		names = append(names, fmt.Sprintf("%s on node %s", a.Name, a.Spec.Node))
-	}
-	return strings.Join(names, ", ")
+	st.ObservedGeneration = vol.Generation
+	return r.patchStatus(ctx, vol, orig)
 }
 
 // nodeCanWork rejects nodes whose agent has not restored this boot's locks (a rebooted
 // node's VG entry can look fresh for a while after it went down).
-func (r *SharedVolumeReconciler) nodeCanWork(ctx context.Context) func(string) bool {
-	return func(name string) bool {
-		var node corev1.Node
-		if err := r.Get(ctx, types.NamespacedName{Name: name}, &node); err != nil {
-			return false
-		}
-		return v1.LocksRestoredProblem(&node) == ""
+func (r *SharedVolumeReconciler) nodeCanWork(ctx context.Context, name string) bool {
+	var node corev1.Node
+	if err := r.Get(ctx, types.NamespacedName{Name: name}, &node); err != nil {
+		return false
 	}
+	return v1.LocksRestoredProblem(&node) == ""
 }
 
-// pickExecutor keeps the current executor while it can still work on the VG, otherwise
-// picks a ready node, spread by the volume's UID so that creates do not all land on one node.
-func pickExecutor(vg *v1.VolumeGroup, uid, current string, canWork func(string) bool) string {
-	now := time.Now()
-	var ready []string
-	for i := range vg.Status.Nodes {
-		n := &vg.Status.Nodes[i]
-		if n.Ready(now) && canWork(n.Node) {
-			if n.Node == current {
-				return current
-			}
-			ready = append(ready, n.Node)
-		}
-	}
-	if len(ready) == 0 {
-		return ""
-	}
-	sort.Strings(ready)
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(uid))
-	return ready[int(h.Sum32())%len(ready)]
+// canWorkIn is nodeCanWork as a predicate (the deletion path decides inline).
+func (r *SharedVolumeReconciler) canWorkIn(ctx context.Context) func(string) bool {
+	return func(name string) bool { return r.nodeCanWork(ctx, name) }
 }
 
 func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.SharedVolume, atts []v1.VolumeAttachment) (ctrl.Result, error) {
@@ -392,7 +210,7 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 		// The LV exists: an agent wipes and removes it (and a migration's leftovers: the
 		// retired LV, a partial copy in the target VG), then clears status.lvUUID. It runs
 		// on a node that has started every involved VG's lockspace.
-		canWork := r.nodeCanWork(ctx)
+		canWork := r.canWorkIn(ctx)
 		base := vol.Status.VolumeGroup
 		if base == "" && vol.Status.RetiredLV != nil {
 			base = vol.Status.RetiredLV.VolumeGroup
@@ -409,10 +227,10 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 			if name == base {
 				vg = g
 			} else {
-				canWork = readyIn(&g, canWork)
+				canWork = readyIn(&g, canWork, time.Now())
 			}
 		}
-		vol.Status.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, canWork)
+		vol.Status.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, canWork, time.Now())
 		msg := fmt.Sprintf("node %s is wiping and removing LV %s/%s", vol.Status.ExecutorNode, vol.Status.VGName, vol.Status.LVName)
 		if vol.Status.ExecutorNode == "" {
 			msg = fmt.Sprintf("waiting for a node with a started lockspace of VG %s to wipe and remove LV %s", vol.Status.VGName, vol.Status.LVName)
@@ -431,7 +249,7 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 		}
 		if err == nil {
 			current := orig.Status.ExecutorNode
-			vol.Status.ExecutorNode = pickExecutor(&vg, string(vol.UID), current, r.nodeCanWork(ctx))
+			vol.Status.ExecutorNode = pickExecutor(&vg, string(vol.UID), current, r.canWorkIn(ctx), time.Now())
 			msg := fmt.Sprintf("node %s is removing whatever the interrupted create left in VG %s", vol.Status.ExecutorNode, vg.Spec.VGName)
 			if vol.Status.ExecutorNode == "" {
 				msg = fmt.Sprintf("waiting for a node of VG %s to remove whatever the interrupted create left", vg.Spec.VGName)
