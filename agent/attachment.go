@@ -6,8 +6,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -38,11 +36,8 @@ const LeaseSnapshotMaxAge = AttachmentResync * 3 / 2
 // through this handshake.
 type AttachmentAgent struct {
 	client.Client
-	// APIReader reads the attachment's volume: the agent's cache holds only the volumes
-	// assigned to this node.
-	APIReader client.Reader
-	Node      *Node
-	Recorder  recorder.EventRecorder
+	Node     *Node
+	Recorder recorder.EventRecorder
 	// Restored, if set, gates lock changes until the node's boot restore has run (it
 	// re-activates everything in batches; one-by-one activation would only race it).
 	Restored func() bool
@@ -89,28 +84,14 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	}
 	orig := att.DeepCopy()
 	st := &att.Status
-	// The operator names the LV in the attachment's status; an attachment written before
-	// it did (an older operator) is resolved through the volume.
-	var vol v1.SharedVolume
-	var err error
-	if lv := st.LV; lv != nil {
-		vol.Status.VGName, vol.Status.LVName, vol.Status.LVUUID = lv.VGName, lv.LVName, lv.LVUUID
-	} else if st.DesiredLock.OrNone() != v1.LockNone || st.AppliedLock.OrNone() != v1.LockNone {
-		err = r.APIReader.Get(ctx, types.NamespacedName{Namespace: att.Namespace, Name: string(att.Spec.Volume)}, &vol)
-		if err != nil && !apierrors.IsNotFound(err) {
-			return ctrl.Result{}, err
-		}
-	}
-	if err != nil || vol.Status.LVUUID == "" {
-		// No LV: nothing can be held. Say so, so that a deleted attachment can go.
-		if st.AppliedLock != v1.LockNone {
-			st.AppliedLock, st.DevicePath = v1.LockNone, ""
-		}
+	f := LockFacts{Desired: st.DesiredLock, Applied: st.AppliedLock, AppliedLV: st.LVUUID, LV: st.LV}
+	if f.LV == nil {
+		// The operator names the LV once the volume has one: without it nothing can be held.
+		// Say so, so that a deleted attachment can go.
+		st.AppliedLock, st.DevicePath = v1.LockNone, ""
 		return ctrl.Result{}, r.patch(ctx, &att, orig)
 	}
-	vg, lvName, uuid := vol.Status.VGName, vol.Status.LVName, vol.Status.LVUUID
-	want := toActivation(st.DesiredLock)
-
+	vg, lvName, uuid := f.LV.VGName, f.LV.LVName, f.LV.LVUUID
 	// Another operation of this agent on the LV (a copy reading it from a snapshot, a
 	// move, a wipe) can take minutes: wait for it without holding a worker.
 	unlock, ok := r.Node.TryLockLV(uuid)
@@ -118,85 +99,76 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	defer unlock()
-	// A change the operator asks for (desired differs from what was applied) is applied at
-	// once: lvchange is idempotent, and the reconcile that the status write triggers checks
-	// the lease against sanlock. Only a resync (nothing asked) reads sanlock first, and then
-	// a reading a few seconds old will
-	// do: this node's own lock changes invalidate it, so it is never older than another
-	// host's doing, and resyncing every held attachment costs one sanlock call per node,
-	// not one per LV.
-	requested := st.AppliedLock.OrNone() != st.DesiredLock.OrNone() ||
-		(st.AppliedLock.OrNone() != v1.LockNone && st.LVUUID != uuid) // applied to another LV
-	have := toActivation(st.AppliedLock)
-	if !requested {
+	if !f.Requested() {
 		sl, err := r.Node.SanlockStatus(ctx, LeaseSnapshotMaxAge)
 		if err != nil {
 			statusutil.SetCondition(&st.Conditions, att.Generation, v1.ConditionLockApplied, false, "SanlockUnavailable", "cannot read sanlock on node "+r.Node.Name+": "+err.Error())
 			_ = r.patch(ctx, &att, orig)
 			return ctrl.Result{}, err
 		}
-		have = LeaseMode(sl, vg, uuid)
+		lease := LeaseMode(sl, vg, uuid)
+		f.Lease = &lease
 	}
-	if requested || have != want {
-		if !requested && have == lvm.Deactivate && want != lvm.Deactivate {
-			r.Recorder.Eventf(&att, nil, corev1.EventTypeWarning, "LockLost", "ApplyLock",
-				"node %s no longer held its %s lock on %s/%s; taking it again", r.Node.Name, st.AppliedLock, vg, lvName)
-		}
-		t0 := time.Now()
-		op := metrics.OpConvert
-		switch {
-		case have == lvm.Deactivate:
-			op = metrics.OpAttach
-		case want == lvm.Deactivate:
-			op = metrics.OpDetach
-		}
-		err := r.Node.LVM.Activate(ctx, vg, want, lvName)
-		r.Node.Invalidate()
-		if err != nil {
-			reason := lvm.KindOf(err).String()
-			metrics.CountFailure(op, r.Node.Name, reason)
-			msg := fmt.Sprintf("node %s could not take %s lock on %s/%s: %v", r.Node.Name, fromActivation(want), vg, lvName, err)
-			if lvm.KindOf(err) == lvm.KindLockHeldByOther {
-				msg += " (sanlock refused: another host holds it; retrying until it is released)"
-			}
-			if statusutil.SetCondition(&st.Conditions, att.Generation, v1.ConditionLockApplied, false, reason, msg) {
-				r.Recorder.Eventf(&att, nil, corev1.EventTypeWarning, "LockRefused", "ApplyLock", "%s", msg)
-			}
-			if perr := r.patch(ctx, &att, orig); perr != nil {
-				return ctrl.Result{}, perr
-			}
+	p := PlanLock(f)
+	have := p.Have
+	if p.LockLost {
+		r.Recorder.Eventf(&att, nil, corev1.EventTypeWarning, "LockLost", "ApplyLock",
+			"node %s no longer held its %s lock on %s/%s; taking it again", r.Node.Name, st.AppliedLock, vg, lvName)
+	}
+	if p.Apply {
+		if err := r.apply(ctx, &att, orig, p); err != nil {
 			return ctrl.Result{}, err // exponential backoff, visible in the condition
 		}
-		metrics.ObserveOperation(op, r.Node.Name, time.Since(t0))
-		log.FromContext(ctx).Info("lock applied", "lv", vg+"/"+lvName, "mode", fromActivation(want), "seconds", time.Since(t0).Seconds())
-		r.Recorder.Eventf(&att, nil, corev1.EventTypeNormal, "LockApplied", "ApplyLock",
-			"node %s now holds %s/%s %s (%.2fs)", r.Node.Name, vg, lvName, fromActivation(want), time.Since(t0).Seconds())
-		// lvchange returned only after lvmlockd was granted (or released) the sanlock lease
-		// in this mode: that is the lease's state now. Reading sanlock here as well would
-		// put one more command between the request and the status; instead the reconcile
-		// that this status write triggers reads sanlock afresh (the reading was invalidated
-		// above) and corrects the status and takes the lock again if the two disagree.
-		have = want
+		have = p.Want
 	}
 	// Report the lease's mode (read from sanlock, or just granted by lvmlockd), not what was
 	// asked.
-	st.AppliedLock = fromActivation(have)
-	st.LVUUID = uuid
-	st.DevicePath = ""
+	st.AppliedLock, st.LVUUID, st.DevicePath = fromActivation(have), uuid, ""
 	if have != lvm.Deactivate {
 		st.DevicePath = "/dev/" + vg + "/" + lvName
 	}
-	if have == want {
+	if have == p.Want {
 		statusutil.SetCondition(&st.Conditions, att.Generation, v1.ConditionLockApplied, true, "Applied",
 			fmt.Sprintf("node %s holds %s (granted by lvmlockd, checked against sanlock every %v)", r.Node.Name, st.AppliedLock, AttachmentResync))
 	}
-	if err := r.patch(ctx, &att, orig); err != nil {
+	if err := r.patch(ctx, &att, orig); err != nil || have == lvm.Deactivate {
 		return ctrl.Result{}, err
 	}
-	if have == lvm.Deactivate {
-		return ctrl.Result{}, nil
-	}
 	return ctrl.Result{RequeueAfter: AttachmentResync}, nil
+}
+
+// apply runs the lvchange the plan asks for. lvchange returns only after lvmlockd was
+// granted (or released) the sanlock lease in that mode: that is the lease's state now.
+// Reading sanlock here as well would put one more command between the request and the
+// status; the reconcile that the status write triggers reads sanlock afresh (the reading is
+// invalidated here) and corrects the status, and takes the lock again, if they disagree.
+// A refusal is written to the LockApplied condition (and evented once) and returned.
+func (r *AttachmentAgent) apply(ctx context.Context, att, orig *v1.VolumeAttachment, p LockPlan) error {
+	lv := att.Status.LV
+	t0 := time.Now()
+	err := r.Node.LVM.Activate(ctx, lv.VGName, p.Want, lv.LVName)
+	r.Node.Invalidate()
+	if err != nil {
+		reason := lvm.KindOf(err).String()
+		metrics.CountFailure(p.Op, r.Node.Name, reason)
+		msg := fmt.Sprintf("node %s could not take %s lock on %s/%s: %v", r.Node.Name, fromActivation(p.Want), lv.VGName, lv.LVName, err)
+		if lvm.KindOf(err) == lvm.KindLockHeldByOther {
+			msg += " (sanlock refused: another host holds it; retrying until it is released)"
+		}
+		if statusutil.SetCondition(&att.Status.Conditions, att.Generation, v1.ConditionLockApplied, false, reason, msg) {
+			r.Recorder.Eventf(att, nil, corev1.EventTypeWarning, "LockRefused", "ApplyLock", "%s", msg)
+		}
+		if perr := r.patch(ctx, att, orig); perr != nil {
+			return perr
+		}
+		return err
+	}
+	took := time.Since(t0)
+	metrics.ObserveOperation(p.Op, r.Node.Name, took)
+	log.FromContext(ctx).Info("lock applied", "lv", lv.VGName+"/"+lv.LVName, "mode", fromActivation(p.Want), "seconds", took.Seconds())
+	r.Recorder.Eventf(att, nil, corev1.EventTypeNormal, "LockApplied", "ApplyLock",
+		"node %s now holds %s/%s %s (%.2fs)", r.Node.Name, lv.VGName, lv.LVName, fromActivation(p.Want), took.Seconds())
+	return nil
 }
 
 func (r *AttachmentAgent) patch(ctx context.Context, att, orig *v1.VolumeAttachment) error {

@@ -99,7 +99,7 @@ func NewAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) (manager.Ma
 	if err := mgr.Add(restorer); err != nil {
 		return nil, err
 	}
-	if err := (&agent.AttachmentAgent{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Node: node, Recorder: rec, Restored: restorer.Restored}).SetupWithManager(mgr); err != nil {
+	if err := (&agent.AttachmentAgent{Client: mgr.GetClient(), Node: node, Recorder: rec, Restored: restorer.Restored}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
