@@ -94,7 +94,7 @@ func (r *AttachmentAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	vg, lvName, uuid := f.LV.VGName, f.LV.LVName, f.LV.LVUUID
 	// Another operation of this agent on the LV (a copy reading it from a snapshot, a
 	// move, a wipe) can take minutes: wait for it without holding a worker.
-	unlock, ok := r.Node.TryLockLV(uuid)
+	unlock, ok := r.Node.TryLockLV(vg, lvName)
 	if !ok {
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}

@@ -131,8 +131,8 @@ func (r *VolumeAgent) createCopy(ctx context.Context, vol *v1.SharedVolume) (ctr
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	vgName, lvName := string(vg.Spec.VGName), vol.LVName()
-	defer r.Node.LockLV(vgName + "/" + lvName)()
-	defer r.Node.LockLV(src.Status.LVUUID)() // this node's attach of the source waits for the copy
+	defer r.Node.LockLV(vgName, lvName)()
+	defer r.Node.LockLV(src.Status.VGName, src.Status.LVName)() // this node's attach of the source waits for the copy
 	size := max(vol.Spec.Size.Value(), src.Status.AllocatedSize.Value())
 	target, created, err := r.ensureLV(ctx, vol, vg, lvName, size)
 	if err != nil {
@@ -190,8 +190,8 @@ func (r *VolumeAgent) migrate(ctx context.Context, vol *v1.SharedVolume) (ctrl.R
 		return r.fail(ctx, vol, orig, "Migrate", &lvm.Error{Kind: lvm.KindInvalidName,
 			Err: fmt.Errorf("VolumeGroups %s and %s are the same LVM VG %s: nothing to migrate", from.VolumeGroup, vg.Name, vgName)})
 	}
-	defer r.Node.LockLV(from.LVUUID)()
-	defer r.Node.LockLV(vgName + "/" + lvName)()
+	defer r.Node.LockLV(from.VGName, from.LVName)()
+	defer r.Node.LockLV(vgName, lvName)()
 	size := max(vol.Spec.Size.Value(), st.AllocatedSize.Value())
 	target, _, err := r.ensureLV(ctx, vol, vg, lvName, size)
 	if err != nil {
@@ -240,7 +240,7 @@ func (r *VolumeAgent) migrate(ctx context.Context, vol *v1.SharedVolume) (ctrl.R
 func (r *VolumeAgent) removeRetired(ctx context.Context, vol *v1.SharedVolume) (ctrl.Result, error) {
 	orig := vol.DeepCopy()
 	old := *vol.Status.RetiredLV
-	defer r.Node.LockLV(old.LVUUID)()
+	defer r.Node.LockLV(old.VGName, old.LVName)()
 	if err := r.removeOwned(ctx, vol, old.VolumeGroup, old.VGName, old.LVName, old.LVUUID); err != nil {
 		return r.fail(ctx, vol, orig, "RemoveRetired", err)
 	}

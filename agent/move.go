@@ -27,7 +27,7 @@ func (r *VolumeAgent) move(ctx context.Context, vol *v1.SharedVolume) (ctrl.Resu
 	orig := vol.DeepCopy()
 	st := &vol.Status
 	vgName, lvName := st.VGName, st.LVName
-	defer r.Node.LockLV(st.LVUUID)()
+	defer r.Node.LockLV(vgName, lvName)()
 	vgCR, err := r.vgOf(ctx, vol)
 	if err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)

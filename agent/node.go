@@ -38,9 +38,13 @@ func NewNode(name string, e executor.Executor) *Node {
 	return &Node{Name: name, LVM: lvm.New(e), Sanlock: &sanlock.Client{Exec: e}, Block: &blockdev.Client{Exec: e}, exec: e, busy: map[string]*sync.Mutex{}}
 }
 
-// LockLV serializes this agent's lock changes on one LV (attach, detach, drift repair,
-// executor work); it returns the unlock function.
-func (n *Node) LockLV(key string) func() {
+// LockLV serializes this agent's work on one LV (attach, detach, drift repair, create,
+// copy, extend, move, wipe); it returns the unlock function. The key is the LV's name in
+// its VG, the one identity every operation knows (a new LV has no UUID until lvcreate
+// returns): a key by UUID in one place and by name in another let the drift repair release
+// a copy's target in the middle of its dd (seen on the bed).
+func (n *Node) LockLV(vg, lv string) func() {
+	key := vg + "/" + lv
 	n.mu.Lock()
 	m, ok := n.busy[key]
 	if !ok {
@@ -53,7 +57,8 @@ func (n *Node) LockLV(key string) func() {
 }
 
 // TryLockLV is LockLV without waiting: false when another lock change on the LV is running.
-func (n *Node) TryLockLV(key string) (func(), bool) {
+func (n *Node) TryLockLV(vg, lv string) (func(), bool) {
+	key := vg + "/" + lv
 	n.mu.Lock()
 	m, ok := n.busy[key]
 	if !ok {

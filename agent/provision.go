@@ -28,7 +28,7 @@ func (r *VolumeAgent) create(ctx context.Context, vol *v1.SharedVolume) (ctrl.Re
 		return ctrl.Result{}, client.IgnoreNotFound(err) // the operator reports a missing VG
 	}
 	vgName, lvName := string(vg.Spec.VGName), vol.LVName()
-	defer r.Node.LockLV(vgName + "/" + lvName)()
+	defer r.Node.LockLV(vgName, lvName)()
 	t0 := time.Now()
 	lv, created, err := r.ensureLV(ctx, vol, vg, lvName, vol.Spec.Size.Value())
 	if err != nil {
@@ -60,7 +60,7 @@ func (r *VolumeAgent) delete(ctx context.Context, vol *v1.SharedVolume) (ctrl.Re
 		return ctrl.Result{}, nil
 	}
 	if st.LVUUID != "" {
-		defer r.Node.LockLV(st.LVUUID)()
+		defer r.Node.LockLV(st.VGName, st.LVName)()
 	}
 	if old := st.RetiredLV; old != nil {
 		if err := r.removeOwned(ctx, vol, old.VolumeGroup, old.VGName, old.LVName, old.LVUUID); err != nil {
@@ -157,7 +157,7 @@ func (r *VolumeAgent) removeLeftovers(ctx context.Context, vol *v1.SharedVolume)
 func (r *VolumeAgent) extend(ctx context.Context, vol *v1.SharedVolume) (ctrl.Result, error) {
 	orig := vol.DeepCopy()
 	st := &vol.Status
-	defer r.Node.LockLV(st.LVUUID)()
+	defer r.Node.LockLV(st.VGName, st.LVName)()
 	t0 := time.Now()
 	// The holder extends under its exclusive lock; an unheld LV is extended by LVM under a
 	// transient lock. A shared holder never gets here (the operator waits with a condition).

@@ -496,7 +496,7 @@ func (r *VolumeGroupAgent) repairDrift(ctx context.Context, vgName string, st *s
 		if vol != nil && r.attachedHere(ctx, vol) {
 			continue // an attachment exists but has not recorded the UUID yet
 		}
-		unlock, ok := r.Node.TryLockLV(res.Name)
+		unlock, ok := r.Node.TryLockLV(vgName, lv.Name)
 		if !ok {
 			continue // an operation of this agent holds it on purpose (create, wipe, extend)
 		}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -110,6 +111,48 @@ var _ = Describe("clones and snapshots (spec.source)", func() {
 		deleteVolume(src)
 		deleteVolume(c)
 		Expect(storage.RemovedDirty).NotTo(ContainElement(vgName + "/clone-a"))
+	})
+
+	It("keeps a copy's target locked for the whole copy: the drift repair never releases it mid-copy (seen on the bed)", func() {
+		src := volume("origin-d", "8Mi")
+		Expect(k8s.Create(ctx, src)).To(Succeed())
+		available(src)
+		token := storage.WriteData(vgName, "origin-d")
+		target := vgName + "/clone-d"
+		// The copier activates the target, then waits two report cycles (2 s each) before its
+		// dd: the drift repair of that node sees an active LV no attachment asks for.
+		storage.SetHooks(nil, func(host int, argv []string, res executor.Result) {
+			if len(argv) >= 3 && argv[0] == "lvchange" && argv[1] == "-aey" && argv[2] == target && res.ExitCode == 0 {
+				time.Sleep(5 * time.Second)
+			}
+		})
+		defer storage.SetHooks(nil, nil)
+		since := len(storage.Log())
+		c := clone("clone-d", "8Mi", "origin-d")
+		Expect(k8s.Create(ctx, c)).To(Succeed())
+		available(c)
+		lv, ok := lvIn(vgName, "clone-d")
+		Expect(ok).To(BeTrue())
+		Expect(lv.Data).To(Equal(token))
+		// Between the copier's activation of the target and its dd, nobody released it.
+		log := storage.Log()[since:]
+		act, dd := -1, -1
+		for i, l := range log {
+			if act < 0 && l.Argv[0] == "lvchange" && len(l.Argv) >= 3 && l.Argv[1] == "-aey" && l.Argv[2] == target {
+				act = i
+			}
+			if act >= 0 && dd < 0 && l.Argv[0] == "dd" && l.Host == log[act].Host {
+				dd = i
+			}
+		}
+		Expect(act).To(BeNumerically(">=", 0))
+		Expect(dd).To(BeNumerically(">", act))
+		for _, l := range log[act:dd] {
+			Expect(l.Argv).NotTo(Equal([]string{"lvchange", "-an", target}), "the target was released in the middle of its copy")
+		}
+		Expect(eventReasons(c)).NotTo(ContainElement("LockDrift"))
+		deleteVolume(c)
+		deleteVolume(src)
 	})
 
 	It("copies an attached volume from a snapshot on its holder; waits while it is held shared", func() {
