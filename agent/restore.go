@@ -130,22 +130,15 @@ func (r *Restorer) restore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	vgByCR := map[string]string{}
-	for _, vg := range vgs.Items {
-		hb.Overlay(&vg)
-		if ok, _ := selects(vg.Spec.NodeSelector, node.Labels); !ok {
-			continue
-		}
-		name := string(vg.Spec.VGName)
-		vgByCR[vg.Name] = name
-		if _, started := st.Lockspace(name); started {
-			continue
-		}
-		if other := conflictingNode(&vg, r.Node.Name, hostID, time.Now()); other != "" {
-			// The report cycle says so on the VG and with an Event; nothing to restore there.
-			logger.Info("not starting lockspace: duplicate host_id", "vg", name, "hostID", hostID, "otherNode", other)
-			continue
-		}
+	for i := range vgs.Items {
+		hb.Overlay(&vgs.Items[i])
+	}
+	plan := PlanLockstarts(vgs.Items, node.Labels, r.Node.Name, hostID, func(vg string) bool { _, ok := st.Lockspace(vg); return ok }, time.Now())
+	for _, d := range plan.Skipped {
+		// The report cycle says so on the VG and with an Event; nothing to restore there.
+		logger.Info("not starting lockspace", "vg", d.VG, "why", d.Why)
+	}
+	for _, name := range plan.Start {
 		if _, err := r.Node.LVM.Lockstart(ctx, name); err != nil {
 			if lvm.KindOf(err) == lvm.KindVGNotFound {
 				continue // this node does not see that VG's LUN (yet): nothing to restore there
@@ -161,62 +154,29 @@ func (r *Restorer) restore(ctx context.Context) error {
 	if err := r.Reader.List(ctx, &atts); err != nil {
 		return err
 	}
-	type key struct {
-		vg   string
-		mode lvm.ActivationMode
-	}
-	batches := map[key][]string{}
-	count := 0
-	for _, a := range atts.Items {
-		if string(a.Spec.Node) != r.Node.Name || !a.DeletionTimestamp.IsZero() {
-			continue
-		}
-		mode := toActivation(a.Status.DesiredLock)
-		if mode == lvm.Deactivate {
-			continue
-		}
-		// The LV is named in the attachment's status by the operator (older attachments:
-		// read the volume), so a restore of N attachments costs no N reads.
-		lv := a.Status.LV
-		if lv == nil {
-			var vol v1.SharedVolume
-			if err := r.Reader.Get(ctx, types.NamespacedName{Namespace: a.Namespace, Name: string(a.Spec.Volume)}, &vol); err != nil || vol.Status.LVUUID == "" {
-				continue
-			}
-			lv = &v1.LVRef{VGName: vol.Status.VGName, LVName: vol.Status.LVName, LVUUID: vol.Status.LVUUID}
-		}
-		k := key{lv.VGName, mode}
-		batches[k] = append(batches[k], lv.LVName)
-		count++
-	}
-	keys := make([]key, 0, len(batches))
-	for k := range batches {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].vg+string(keys[i].mode) < keys[j].vg+string(keys[j].mode) })
+	batches, count := PlanRestoreBatches(atts.Items, r.Node.Name)
 	var failed []string
-	for _, k := range keys {
-		lvs := uniq(batches[k])
-		if err := r.Node.LVM.Activate(ctx, k.vg, k.mode, lvs...); err != nil {
+	for _, b := range batches {
+		if err := r.Node.LVM.Activate(ctx, b.VG, b.Mode, b.LVs...); err != nil {
 			// One refused LV fails the batch: retry one by one to activate the rest and
 			// name the ones that could not be (another host holds them: the desired state
 			// moved on while this node was away; the attachment agent reports it).
-			for _, lv := range lvs {
-				if err := r.Node.LVM.Activate(ctx, k.vg, k.mode, lv); err != nil {
-					failed = append(failed, fmt.Sprintf("%s/%s: %v", k.vg, lv, err))
+			for _, lv := range b.LVs {
+				if err := r.Node.LVM.Activate(ctx, b.VG, b.Mode, lv); err != nil {
+					failed = append(failed, fmt.Sprintf("%s/%s: %v", b.VG, lv, err))
 				}
 			}
 		}
 	}
 	r.Node.Invalidate()
 	msg := fmt.Sprintf("boot %s: daemons up after %.1fs, lockspaces of %d VG(s) after %.1fs, %d attachment(s) re-activated in %d batch(es), done in %.1fs",
-		bootID, daemonsAt.Seconds(), len(vgByCR), lockspacesAt.Seconds(), count-len(failed), len(keys), time.Since(t0).Seconds())
+		bootID, daemonsAt.Seconds(), plan.Served, lockspacesAt.Seconds(), count-len(failed), len(batches), time.Since(t0).Seconds())
 	if len(failed) > 0 {
 		msg += fmt.Sprintf("; %d could not be re-activated (see their attachments): %s", len(failed), strings.Join(failed, "; "))
 		r.Recorder.Eventf(&node, nil, corev1.EventTypeWarning, "RestoreConflicts", "RestoreLocks", "%s", msg)
 	}
 	metrics.ObserveOperation(metrics.OpRestore, r.Node.Name, time.Since(t0))
-	logger.Info("locks restored", "bootID", bootID, "attachments", count, "batches", len(keys), "seconds", time.Since(t0).Seconds())
+	logger.Info("locks restored", "bootID", bootID, "attachments", count, "batches", len(batches), "seconds", time.Since(t0).Seconds())
 	r.Recorder.Eventf(&node, nil, corev1.EventTypeNormal, "LocksRestored", "RestoreLocks", "%s", msg)
 	return r.markRestored(ctx, bootID, msg)
 }
