@@ -96,26 +96,19 @@ func (r *VolumeGroupAgent) interval() time.Duration {
 	return DefaultReportInterval
 }
 
-// Reconcile runs one report cycle for one VG.
+// Reconcile runs one report cycle for one VG: observe (host_id, sanlock, one LVM report),
+// decide what to do with the lockspace (PlanLockspace), do it, write this node's entry,
+// then the VG-wide report and the drift repair.
 func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	logger := log.FromContext(ctx)
 	var vg v1.VolumeGroup
 	if err := r.Get(ctx, req.NamespacedName, &vg); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	var node corev1.Node
-	if err := r.Get(ctx, types.NamespacedName{Name: r.Node.Name}, &node); err != nil {
-		return ctrl.Result{}, err
-	}
-	selected, err := selects(vg.Spec.NodeSelector, node.Labels)
+	serve, err := r.serves(ctx, &vg)
 	if err != nil {
-		return ctrl.Result{}, nil // the operator reports an invalid selector on the VG
-	}
-	var all v1.VolumeGroupList
-	if err := r.List(ctx, &all); err != nil {
 		return ctrl.Result{}, err
 	}
-	if other, _ := vg.ClaimConflict(all.Items); other != "" || !selected {
+	if !serve {
 		// Not this node's to serve: an older VolumeGroup claims the same VG or PVs (the
 		// operator says so on the object), or the selector leaves this node out. No
 		// lockstart, no vgcreate, no entry. Looked at again every cycle: the older object
@@ -127,103 +120,26 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 		return ctrl.Result{RequeueAfter: heartbeat.Spread(r.interval())}, nil
 	}
-	vgName := string(vg.Spec.VGName)
-	entry := v1.NodeLockspaceStatus{Node: r.Node.Name}
-	hostID, hidErr := r.Node.HostID(ctx)
-	entry.HostID = hostID
-	// The first problem met says why the lockspace is not started (or what went wrong).
-	note := func(reason v1.LockspaceReason, msg string) {
-		if entry.Reason == "" {
-			entry.Reason, entry.Message = reason, msg
-		}
-	}
-	if hidErr != nil {
-		note(v1.LockspaceHostIDUnknown, "cannot read local/host_id: "+hidErr.Error())
-	}
-
-	st, slErr := r.Node.SanlockStatus(ctx, 0) // fresh, and kept for the attachment resyncs of this cycle
-	if slErr != nil {
-		note(v1.LockspaceSanlockNotAnswering, "sanlock not answering: "+slErr.Error())
-	}
-	started := false
-	if st != nil {
-		if ls, ok := st.Lockspace(vgName); ok && !ls.Adding && !ls.Removing {
-			started = true
-			entry.HostID = int32(ls.HostID)
-		}
-	}
-
-	report, repErr := r.Node.LVM.Report(ctx, vgName)
-	if lvm.KindOf(repErr) == lvm.KindVGNotFound && vg.Status.CreateNode == r.Node.Name && slErr == nil {
-		var reason v1.LockspaceReason
-		var msg string
-		report, reason, msg = r.CreateVG(ctx, &vg)
-		if report != nil {
-			repErr = nil
-			started = true // vgcreate --shared starts the lockspace on the creating node
-		} else {
-			note(reason, msg)
-		}
-	}
-	var lvmVG *lvm.VG
-	switch {
-	case repErr == nil:
-		lvmVG, entry.VGFound = report.VG(vgName)
-	case lvm.KindOf(repErr) == lvm.KindVGNotFound:
-		note(v1.LockspaceVGNotFound, fmt.Sprintf("VG %s is not visible on this node's devices", vgName))
-	default:
-		note(v1.LockspaceReportFailed, "LVM report failed: "+repErr.Error())
-	}
-
+	c := r.observe(ctx, &vg)
 	// Other nodes' liveness, for the host_id check and the reporter choice: the entries
 	// with the heartbeats overlaid (a copy; vg itself is compared with this node's entry).
 	live := vg.DeepCopy()
 	r.Heartbeats.Overlay(live)
-	conflict := conflictingNode(live, r.Node.Name, entry.HostID, r.now())
-	switch {
-	case conflict != "":
-		msg := fmt.Sprintf("sanlock host_id %d is also used by node %s: refusing to start the lockspace (two nodes with one host_id can both write one LV); give this node a unique local/host_id in /etc/lvm/lvmlocal.conf", entry.HostID, conflict)
-		note(v1.LockspaceHostIDConflict, msg)
-		if !started {
+	c.facts.Conflict = conflictingNode(live, r.Node.Name, c.entry.HostID, r.now())
+	switch PlanLockspace(c.facts) {
+	case LockspaceCreateVG:
+		r.createVG(ctx, &vg, c)
+	case LockspaceRefuse:
+		msg := fmt.Sprintf("sanlock host_id %d is also used by node %s: refusing to start the lockspace (two nodes with one host_id can both write one LV); give this node a unique local/host_id in /etc/lvm/lvmlocal.conf", c.entry.HostID, c.facts.Conflict)
+		c.note(v1.LockspaceHostIDConflict, msg)
+		if !c.facts.Started {
 			r.Recorder.Eventf(&vg, nil, corev1.EventTypeWarning, "DuplicateHostID", "Lockstart", "node %s: %s", r.Node.Name, msg)
 		}
-	case !started && entry.VGFound && hidErr == nil && slErr == nil:
-		// Joining takes 20 s to minutes: say so first, so the entry does not go stale.
-		joining := entry
-		joining.Reason, joining.Message = v1.LockspaceJoining, "starting the lockspace (sanlock join: 20 s to 3 min)"
-		jnow := metav1.NewTime(r.now())
-		joining.LastReport = &jnow
-		joining.ReportIntervalSeconds = int32(max(1, r.interval().Round(time.Second)/time.Second))
-		_ = r.applyEntryIfChanged(ctx, &vg, &joining)
-		t0 := time.Now()
-		attempts, err := r.Node.LVM.Lockstart(ctx, vgName)
-		r.Node.Invalidate()
-		if err != nil {
-			note(v1.LockspaceLockstartFailed, fmt.Sprintf("lockstart failed after %d attempt(s): %v", attempts, err))
-			r.Recorder.Eventf(&vg, nil, corev1.EventTypeWarning, "LockstartFailed", "Lockstart", "node %s: %v", r.Node.Name, err)
-		} else {
-			started = true
-			logger.Info("lockspace started", "vg", vgName, "attempts", attempts, "seconds", time.Since(t0).Seconds())
-			r.Recorder.Eventf(&vg, nil, corev1.EventTypeNormal, "LockspaceStarted", "Lockstart",
-				"node %s joined lockspace lvm_%s as host_id %d in %.1fs (%d attempt(s))", r.Node.Name, vgName, entry.HostID, time.Since(t0).Seconds(), attempts)
-		}
+	case LockspaceStart:
+		r.lockstart(ctx, &vg, c)
 	}
-	entry.LockspaceStarted = started
-	if started {
-		if entry.Reason == "" {
-			entry.Reason = v1.LockspaceStarted
-		}
-		// One more command per cycle, whatever the number of LVs: which peers sanlock
-		// sees failed (they may still hold leases) or dead (their leases are released).
-		hosts, err := r.Node.Sanlock.Hosts(ctx)
-		if err == nil {
-			entry.DeadHosts, entry.FailedHosts = r.hostStates(vgName, hosts)
-		}
-	}
-	now := metav1.NewTime(r.now())
-	entry.LastReport = &now
-	entry.ReportIntervalSeconds = int32(max(1, r.interval().Round(time.Second)/time.Second))
-	if err := r.applyEntryIfChanged(ctx, &vg, &entry); err != nil {
+	c.finish(ctx, r)
+	if err := r.applyEntryIfChanged(ctx, &vg, &c.entry); err != nil {
 		// Every node writes its entry into the one VolumeGroup object: after a power loss
 		// of the whole cluster they all do so at once. Retrying at once (exponential
 		// backoff from milliseconds, in lockstep) makes the herd worse; a random delay of up
@@ -231,18 +147,149 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		log.FromContext(ctx).Info("report not written, retrying", "error", err.Error())
 		return ctrl.Result{RequeueAfter: heartbeat.Jitter(2 * time.Second)}, nil
 	}
-
-	if started && lvmVG != nil {
-		if r.isReporter(live, now.Time) {
-			if err := r.applyVGReport(ctx, vg.Name, lvmVG); err != nil {
+	if c.facts.Started && c.lvmVG != nil {
+		if r.isReporter(live, c.entry.LastReport.Time) {
+			if err := r.applyVGReport(ctx, vg.Name, c.lvmVG); err != nil {
 				return ctrl.Result{}, err
 			}
 		}
-		if st != nil {
-			r.repairDrift(ctx, vgName, st, lvmVG)
+		if c.sanlock != nil {
+			r.repairDrift(ctx, string(vg.Spec.VGName), c.sanlock, c.lvmVG)
 		}
 	}
 	return ctrl.Result{RequeueAfter: heartbeat.Spread(r.interval())}, nil
+}
+
+// serves: the VolumeGroup's selector picks this node and no older VolumeGroup claims its VG
+// or PVs. An invalid selector serves nothing (the operator reports it on the VG).
+func (r *VolumeGroupAgent) serves(ctx context.Context, vg *v1.VolumeGroup) (bool, error) {
+	var node corev1.Node
+	if err := r.Get(ctx, types.NamespacedName{Name: r.Node.Name}, &node); err != nil {
+		return false, err
+	}
+	if selected, err := selects(vg.Spec.NodeSelector, node.Labels); err != nil || !selected {
+		return false, nil
+	}
+	var all v1.VolumeGroupList
+	if err := r.List(ctx, &all); err != nil {
+		return false, err
+	}
+	other, _ := vg.ClaimConflict(all.Items)
+	return other == "", nil
+}
+
+// cycle is what one report cycle observed and is building: the facts the lockspace decision
+// reads, this node's entry, and what later steps use (the sanlock reading, the VG's report).
+type cycle struct {
+	vg      string // the LVM VG name
+	facts   LockspaceFacts
+	entry   v1.NodeLockspaceStatus
+	sanlock *sanlock.Status
+	report  *lvm.Report
+	lvmVG   *lvm.VG
+}
+
+// note records the first problem met: it says why the lockspace is not started (or what
+// went wrong).
+func (c *cycle) note(reason v1.LockspaceReason, msg string) {
+	if c.entry.Reason == "" {
+		c.entry.Reason, c.entry.Message = reason, msg
+	}
+}
+
+// observe reads this node's host_id, sanlock (fresh, and kept for the attachment resyncs of
+// this cycle) and one LVM report of the VG.
+func (r *VolumeGroupAgent) observe(ctx context.Context, vg *v1.VolumeGroup) *cycle {
+	vgName := string(vg.Spec.VGName)
+	c := &cycle{vg: vgName, entry: v1.NodeLockspaceStatus{Node: r.Node.Name}}
+	hostID, hidErr := r.Node.HostID(ctx)
+	c.entry.HostID = hostID
+	c.facts.HostIDKnown = hidErr == nil
+	if hidErr != nil {
+		c.note(v1.LockspaceHostIDUnknown, "cannot read local/host_id: "+hidErr.Error())
+	}
+	st, slErr := r.Node.SanlockStatus(ctx, 0)
+	c.sanlock, c.facts.SanlockAnswers = st, slErr == nil
+	if slErr != nil {
+		c.note(v1.LockspaceSanlockNotAnswering, "sanlock not answering: "+slErr.Error())
+	}
+	if st != nil {
+		if ls, ok := st.Lockspace(vgName); ok && !ls.Adding && !ls.Removing {
+			c.facts.Started = true
+			c.entry.HostID = int32(ls.HostID)
+		}
+	}
+	report, repErr := r.Node.LVM.Report(ctx, vgName)
+	c.facts.CreateNode = vg.Status.CreateNode == r.Node.Name
+	switch {
+	case repErr == nil:
+		c.report = report
+		c.lvmVG, c.facts.VGFound = report.VG(vgName)
+	case lvm.KindOf(repErr) == lvm.KindVGNotFound:
+		c.facts.VGNotFound = true
+	default:
+		c.note(v1.LockspaceReportFailed, "LVM report failed: "+repErr.Error())
+	}
+	return c
+}
+
+// createVG runs vgcreate --shared (which starts the lockspace on this node) under the
+// create claim; LVM's refusal becomes the entry's reason.
+func (r *VolumeGroupAgent) createVG(ctx context.Context, vg *v1.VolumeGroup, c *cycle) {
+	report, reason, msg := r.CreateVG(ctx, vg)
+	if report == nil {
+		c.note(reason, msg)
+		return
+	}
+	vgName := string(vg.Spec.VGName)
+	c.report, c.facts.VGNotFound, c.facts.Started = report, false, true
+	c.lvmVG, c.facts.VGFound = report.VG(vgName)
+}
+
+// lockstart joins the VG's lockspace (20 s to minutes), saying so in the entry first so that
+// it does not go stale meanwhile.
+func (r *VolumeGroupAgent) lockstart(ctx context.Context, vg *v1.VolumeGroup, c *cycle) {
+	vgName := string(vg.Spec.VGName)
+	joining := c.entry
+	joining.Reason, joining.Message = v1.LockspaceJoining, "starting the lockspace (sanlock join: 20 s to 3 min)"
+	jnow := metav1.NewTime(r.now())
+	joining.LastReport = &jnow
+	joining.ReportIntervalSeconds = int32(max(1, r.interval().Round(time.Second)/time.Second))
+	_ = r.applyEntryIfChanged(ctx, vg, &joining)
+	t0 := time.Now()
+	attempts, err := r.Node.LVM.Lockstart(ctx, vgName)
+	r.Node.Invalidate()
+	if err != nil {
+		c.note(v1.LockspaceLockstartFailed, fmt.Sprintf("lockstart failed after %d attempt(s): %v", attempts, err))
+		r.Recorder.Eventf(vg, nil, corev1.EventTypeWarning, "LockstartFailed", "Lockstart", "node %s: %v", r.Node.Name, err)
+		return
+	}
+	c.facts.Started = true
+	log.FromContext(ctx).Info("lockspace started", "vg", vgName, "attempts", attempts, "seconds", time.Since(t0).Seconds())
+	r.Recorder.Eventf(vg, nil, corev1.EventTypeNormal, "LockspaceStarted", "Lockstart",
+		"node %s joined lockspace lvm_%s as host_id %d in %.1fs (%d attempt(s))", r.Node.Name, vgName, c.entry.HostID, time.Since(t0).Seconds(), attempts)
+}
+
+// finish completes the entry: the VG's visibility, the lockspace state, the peers sanlock
+// sees failed (they may still hold leases) or dead (their leases are released; one more
+// command per cycle, whatever the number of LVs), and when it was made.
+func (c *cycle) finish(ctx context.Context, r *VolumeGroupAgent) {
+	if c.facts.VGNotFound {
+		c.note(v1.LockspaceVGNotFound, fmt.Sprintf("VG %s is not visible on this node's devices", c.vg))
+	}
+	c.entry.VGFound = c.facts.VGFound
+	c.entry.LockspaceStarted = c.facts.Started
+	if c.facts.Started {
+		if c.entry.Reason == "" {
+			c.entry.Reason = v1.LockspaceStarted
+		}
+		if hosts, err := r.Node.Sanlock.Hosts(ctx); err == nil {
+			c.entry.DeadHosts, c.entry.FailedHosts = r.hostStates(c.vg, hosts)
+		}
+	}
+	now := metav1.NewTime(r.now())
+	c.entry.LastReport = &now
+	c.entry.ReportIntervalSeconds = int32(max(1, r.interval().Round(time.Second)/time.Second))
 }
 
 // hostStates picks, from `sanlock client gets -h 1`, the host_ids of the VG's lockspace that

@@ -1,0 +1,46 @@
+package agent
+
+// LockspaceFacts is what one report cycle knows about this node and a VG it serves.
+type LockspaceFacts struct {
+	// HostIDKnown: local/host_id was read; SanlockAnswers: `sanlock client status` worked.
+	HostIDKnown, SanlockAnswers bool
+	// Started: the VG's lockspace is up in sanlock on this node (not joining or leaving).
+	Started bool
+	// VGFound / VGNotFound: this node's LVM report shows the VG / says it does not exist (both
+	// false when the report failed).
+	VGFound, VGNotFound bool
+	// CreateNode: the operator chose this node to run vgcreate --shared.
+	CreateNode bool
+	// Conflict is another live node reporting this node's host_id in the VG ("" if none).
+	Conflict string
+}
+
+// LockspaceAction is what the cycle does with the VG's lockspace.
+type LockspaceAction string
+
+const (
+	// LockspaceNone: nothing to do (started, or a fact is missing: wait and say why).
+	LockspaceNone LockspaceAction = ""
+	// LockspaceRefuse: another live node uses this node's host_id; never join (two hosts
+	// with one host_id can both write one LV), never create.
+	LockspaceRefuse LockspaceAction = "Refuse"
+	// LockspaceCreateVG: run vgcreate --shared (it starts the lockspace here).
+	LockspaceCreateVG LockspaceAction = "CreateVG"
+	// LockspaceStart: join the existing VG's lockspace (vgchange --lockstart).
+	LockspaceStart LockspaceAction = "Lockstart"
+)
+
+// PlanLockspace decides the cycle's lockspace action. It fails closed: a duplicate host_id
+// refuses everything; creating needs the operator's choice, the VG absent and sanlock
+// answering; joining needs the VG visible, the host_id known and sanlock answering.
+func PlanLockspace(f LockspaceFacts) LockspaceAction {
+	switch {
+	case f.Conflict != "":
+		return LockspaceRefuse
+	case f.VGNotFound && f.CreateNode && f.SanlockAnswers:
+		return LockspaceCreateVG
+	case !f.Started && f.VGFound && f.HostIDKnown && f.SanlockAnswers:
+		return LockspaceStart
+	}
+	return LockspaceNone
+}

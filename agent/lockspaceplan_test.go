@@ -1,0 +1,30 @@
+package agent
+
+import "testing"
+
+func TestPlanLockspace(t *testing.T) {
+	ok := LockspaceFacts{HostIDKnown: true, SanlockAnswers: true}
+	with := func(mut func(*LockspaceFacts)) LockspaceFacts { f := ok; mut(&f); return f }
+	cases := []struct {
+		name string
+		f    LockspaceFacts
+		want LockspaceAction
+	}{
+		{"VG visible, lockspace down: join", with(func(f *LockspaceFacts) { f.VGFound = true }), LockspaceStart},
+		{"already started: nothing", with(func(f *LockspaceFacts) { f.VGFound, f.Started = true, true }), LockspaceNone},
+		{"duplicate host_id: refuse to join", with(func(f *LockspaceFacts) { f.VGFound, f.Conflict = true, "n2" }), LockspaceRefuse},
+		{"duplicate host_id while started: still refused (said on the entry)", with(func(f *LockspaceFacts) { f.VGFound, f.Started, f.Conflict = true, true, "n2" }), LockspaceRefuse},
+		{"duplicate host_id on the create node: never create", with(func(f *LockspaceFacts) { f.VGNotFound, f.CreateNode, f.Conflict = true, true, "n2" }), LockspaceRefuse},
+		{"VG absent, chosen to create: create", with(func(f *LockspaceFacts) { f.VGNotFound, f.CreateNode = true, true }), LockspaceCreateVG},
+		{"VG absent, not chosen: wait", with(func(f *LockspaceFacts) { f.VGNotFound = true }), LockspaceNone},
+		{"VG absent, chosen, sanlock silent: wait", with(func(f *LockspaceFacts) { f.VGNotFound, f.CreateNode, f.SanlockAnswers = true, true, false }), LockspaceNone},
+		{"host_id unknown: never join", with(func(f *LockspaceFacts) { f.VGFound, f.HostIDKnown = true, false }), LockspaceNone},
+		{"sanlock silent: never join", with(func(f *LockspaceFacts) { f.VGFound, f.SanlockAnswers = true, false }), LockspaceNone},
+		{"report failed (neither found nor absent): wait", ok, LockspaceNone},
+	}
+	for _, c := range cases {
+		if got := PlanLockspace(c.f); got != c.want {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
+	}
+}
