@@ -41,7 +41,7 @@ import (
 
 func main() {
 	nodes := flag.Int("nodes", 2, "number of nodes, each with an agent")
-	storageKind := flag.String("storage", "model", "vms: test-bed VMs with real shared LVM and the demo; model: the in-memory model and the samples")
+	storageKind := flag.String("storage", "vms", "vms (the default, as hack/run.sh): test-bed VMs with real shared LVM and the demo; model: the in-memory model and the samples")
 	samples := flag.Bool("samples", true, "with --storage=model, create the objects of config/samples")
 	exitAfter := flag.Duration("exit-after", 0, "stop after this long (0: run until Ctrl-C); for smoke tests")
 	flag.BoolVar(&exitWhenDone, "exit-when-done", false, "with --storage=vms, stop and clean up once the demo is done (the storage tier's smoke test)")
@@ -101,9 +101,9 @@ func run(nodes int, samples bool, exitAfter time.Duration) error {
 	}
 	errs := make(chan error, nodes+1)
 
-	// The storage: an in-memory model of one shared VG on a SAN LUN with lvmlockd + sanlock
-	// on every node (internal/fakelvm), so the embedded default needs no disks, no root and
-	// touches nothing on this machine. The storage tier runs the same code on real VMs.
+	// --storage=model: an in-memory model of one shared VG on a SAN LUN with lvmlockd +
+	// sanlock on every node (internal/fakelvm): no disks, no root, nothing touched on this
+	// machine (the fallback when the VMs cannot be prepared).
 	storage := fakelvm.New()
 	vgNames := strings.Split(volumeGroups, ",")
 	for i, name := range vgNames {
