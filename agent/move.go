@@ -32,33 +32,15 @@ func (r *VolumeAgent) move(ctx context.Context, vol *v1.SharedVolume) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	inVG := map[string]bool{}
-	for _, p := range vgCR.Spec.PVs {
-		inVG[string(p)] = true
-	}
-	var targets []string
-	for _, p := range vol.Spec.PVs {
-		if !inVG[string(p)] {
-			return r.fail(ctx, vol, orig, "Move", &lvm.Error{Kind: lvm.KindInvalidName,
-				Err: fmt.Errorf("spec.pvs names %s, which is not a PV of VolumeGroup %s (%v): fix spec.pvs", p, vgCR.Name, vgCR.Spec.PVs)})
-		}
-		targets = append(targets, string(p))
-	}
-	// Work from LVM's placement, not from status (which a cache may show stale): a move
-	// that is already done only needs recording, and must not take any lock.
-	want := map[string]bool{}
-	for _, p := range targets {
-		want[p] = true
-	}
 	cur, err := r.lvOf(ctx, vgName, lvName)
 	if err != nil {
 		return r.fail(ctx, vol, orig, "Move", err)
 	}
-	var sources []string
-	for _, d := range cur.Devices {
-		if !want[d] && !strings.HasPrefix(d, "pvmove") {
-			sources = append(sources, d)
-		}
+	// Work from LVM's placement, not from status (which a cache may show stale): a move
+	// that is already done only needs recording, and must not take any lock.
+	targets, sources, err := PlanMove(vgCR.Name, vgCR.Spec.PVs, vol.Spec.PVs, cur.Devices)
+	if err != nil {
+		return r.fail(ctx, vol, orig, "Move", err)
 	}
 	if len(sources) == 0 && !cur.Moving() {
 		r.recordLV(vol, st.VolumeGroup, vgName, cur)
@@ -99,24 +81,11 @@ func (r *VolumeAgent) move(ctx context.Context, vol *v1.SharedVolume) (ctrl.Resu
 				return r.fail(ctx, vol, orig, "Move", err)
 			}
 		}
-		for {
-			pct, running, err := r.Node.LVM.PVMoveProgress(ctx, vgName, lvName)
-			if err != nil {
-				return r.fail(ctx, vol, orig, "Move", err)
-			}
-			if !running {
-				break
-			}
-			p := vol.DeepCopy()
-			vol.Status.Progress = &v1.OperationProgress{Operation: "pvmove", Percent: int32(pct), Node: r.Node.Name, StartTime: &start}
-			if err := r.patch(ctx, vol, p); err != nil && !apierrors.IsConflict(err) {
-				return ctrl.Result{}, err
-			}
-			select {
-			case <-ctx.Done():
+		if err := r.watchPVMove(ctx, vol, &start); err != nil {
+			if ctx.Err() != nil {
 				return ctrl.Result{}, ctx.Err() // lvmpolld carries on; the next pass watches it
-			case <-time.After(time.Second):
 			}
+			return r.fail(ctx, vol, orig, "Move", err)
 		}
 	}
 	// Release a lock taken only for the move before saying the move is done.
@@ -134,4 +103,52 @@ func (r *VolumeAgent) move(ctx context.Context, vol *v1.SharedVolume) (ctrl.Resu
 	metrics.ObserveOperation(metrics.OpPVMove, r.Node.Name, time.Since(t0))
 	r.Recorder.Eventf(vol, nil, corev1.EventTypeNormal, "Moved", "Move", "node %s moved LV %s/%s onto %v in %.1fs (pvmove, online)", r.Node.Name, vgName, lvName, lv.Devices, time.Since(t0).Seconds())
 	return ctrl.Result{}, r.patch(ctx, vol, orig)
+}
+
+// watchPVMove reports a running pvmove's progress into status.progress every second until it
+// ends (or ctx does: lvmpolld carries on, and the next pass watches it).
+func (r *VolumeAgent) watchPVMove(ctx context.Context, vol *v1.SharedVolume, start *metav1.Time) error {
+	vgName, lvName := vol.Status.VGName, vol.Status.LVName
+	for {
+		pct, running, err := r.Node.LVM.PVMoveProgress(ctx, vgName, lvName)
+		if err != nil || !running {
+			return err
+		}
+		p := vol.DeepCopy()
+		vol.Status.Progress = &v1.OperationProgress{Operation: "pvmove", Percent: int32(pct), Node: r.Node.Name, StartTime: start}
+		if err := r.patch(ctx, vol, p); err != nil && !apierrors.IsConflict(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// PlanMove decides a move from the VG's PVs, the PVs spec.pvs asks for and the devices LVM
+// shows the LV on: the targets (spec.pvs, each of which must be a PV of the VolumeGroup),
+// and the sources (the LV's devices outside them, pvmove's own temporary ones aside).
+// No source means nothing to move.
+func PlanMove(vgCR string, vgPVs, specPVs []v1.DevicePath, devices []string) (targets, sources []string, err error) {
+	inVG := map[string]bool{}
+	for _, p := range vgPVs {
+		inVG[string(p)] = true
+	}
+	want := map[string]bool{}
+	for _, p := range specPVs {
+		if !inVG[string(p)] {
+			return nil, nil, &lvm.Error{Kind: lvm.KindInvalidName,
+				Err: fmt.Errorf("spec.pvs names %s, which is not a PV of VolumeGroup %s (%v): fix spec.pvs", p, vgCR, vgPVs)}
+		}
+		targets = append(targets, string(p))
+		want[string(p)] = true
+	}
+	for _, d := range devices {
+		if !want[d] && !strings.HasPrefix(d, "pvmove") {
+			sources = append(sources, d)
+		}
+	}
+	return targets, sources, nil
 }
