@@ -174,96 +174,56 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 	if !controllerutil.ContainsFinalizer(vol, v1.Finalizer) {
 		return ctrl.Result{}, nil
 	}
+	f, err := r.gatherDelete(ctx, vol, atts)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	p := PlanVolumeDelete(f, time.Now())
+	if p.Done {
+		controllerutil.RemoveFinalizer(vol, v1.Finalizer)
+		if err := r.Update(ctx, vol); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+		r.Recorder.Eventf(vol, nil, corev1.EventTypeNormal, "Deleted", "Delete", "volume deleted")
+		return ctrl.Result{}, nil
+	}
 	orig := vol.DeepCopy()
-	vol.Status.Phase = v1.VolumeDeleting
+	vol.Status.Phase, vol.Status.ExecutorNode = v1.VolumeDeleting, p.Executor
+	if statusutil.SetCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, true, p.Reason, p.Message) && p.Warn {
+		r.Recorder.Eventf(vol, nil, corev1.EventTypeWarning, "DeleteBlocked", "Delete", "%s", p.Message)
+	}
+	return ctrl.Result{RequeueAfter: p.Requeue}, r.patchStatus(ctx, vol, orig)
+}
+
+// gatherDelete reads what PlanVolumeDelete decides from: the clones being copied from the
+// volume, the VolumeGroups involved (heartbeats overlaid) and which of their nodes restored
+// this boot's locks.
+func (r *SharedVolumeReconciler) gatherDelete(ctx context.Context, vol *v1.SharedVolume, atts []v1.VolumeAttachment) (VolumeDeleteFacts, error) {
+	f := VolumeDeleteFacts{Vol: vol, Atts: atts, VGs: map[string]*v1.VolumeGroup{}, CanWork: map[string]bool{}}
 	if len(atts) > 0 {
-		names := make([]string, 0, len(atts))
-		for _, a := range atts {
-			names = append(names, fmt.Sprintf("%s (node %s)", a.Name, a.Spec.Node))
-		}
-		vol.Status.ExecutorNode = "" // no LVM work while attached
-		msg := fmt.Sprintf("volume is still attached by %v: delete those VolumeAttachments (detach) first; the volume is deleted once none is left", names)
-		if statusutil.SetCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, true, "Attached", msg) {
-			r.Recorder.Eventf(vol, nil, corev1.EventTypeWarning, "DeleteBlocked", "Delete", "%s", msg)
-		}
-		return ctrl.Result{}, r.patchStatus(ctx, vol, orig)
+		return f, nil
 	}
 	var clones v1.SharedVolumeList
 	if err := r.List(ctx, &clones, client.InNamespace(vol.Namespace), client.MatchingFields{IndexSource: vol.Name}); err != nil {
-		return ctrl.Result{}, err
+		return f, err
 	}
-	var copying []string
-	for _, c := range clones.Items {
-		if c.Status.LVUUID == "" && c.DeletionTimestamp.IsZero() && c.Status.ExecutorNode != "" {
-			copying = append(copying, c.Name)
-		}
-	}
-	if len(copying) > 0 {
-		vol.Status.ExecutorNode = ""
-		msg := fmt.Sprintf("volumes %v are being copied from this volume: it is deleted once their copies are done", copying)
-		if statusutil.SetCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, true, "CopyInProgress", msg) {
-			r.Recorder.Eventf(vol, nil, corev1.EventTypeWarning, "DeleteBlocked", "Delete", "%s", msg)
-		}
-		return ctrl.Result{}, r.patchStatus(ctx, vol, orig)
-	}
-	if vol.Status.LVUUID != "" || vol.Status.RetiredLV != nil {
-		// The LV exists: an agent wipes and removes it (and a migration's leftovers: the
-		// retired LV, a partial copy in the target VG), then clears status.lvUUID. It runs
-		// on a node that has started every involved VG's lockspace.
-		canWork := r.canWorkIn(ctx)
-		base := vol.Status.VolumeGroup
-		if base == "" && vol.Status.RetiredLV != nil {
-			base = vol.Status.RetiredLV.VolumeGroup
-		}
-		var vg v1.VolumeGroup
-		for _, name := range involvedVGs(vol) {
-			var g v1.VolumeGroup
-			if err := getVG(ctx, r, r.Heartbeats, name, &g); err != nil {
-				if apierrors.IsNotFound(err) {
-					continue // gone with its LVs: nothing to clean there
-				}
-				return ctrl.Result{}, err
+	f.Clones = clones.Items
+	for _, name := range involvedVGs(vol) {
+		var g v1.VolumeGroup
+		if err := getVG(ctx, r, r.Heartbeats, name, &g); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue // gone with its LVs: nothing to clean there
 			}
-			if name == base {
-				vg = g
-			} else {
-				canWork = readyIn(&g, canWork, time.Now())
+			return f, err
+		}
+		f.VGs[name] = &g
+		for _, n := range g.Status.Nodes {
+			if _, done := f.CanWork[n.Node]; !done {
+				f.CanWork[n.Node] = r.nodeCanWork(ctx, n.Node)
 			}
 		}
-		vol.Status.ExecutorNode = pickExecutor(&vg, string(vol.UID), orig.Status.ExecutorNode, canWork, time.Now())
-		msg := fmt.Sprintf("node %s is wiping and removing LV %s/%s", vol.Status.ExecutorNode, vol.Status.VGName, vol.Status.LVName)
-		if vol.Status.ExecutorNode == "" {
-			msg = fmt.Sprintf("waiting for a node with a started lockspace of VG %s to wipe and remove LV %s", vol.Status.VGName, vol.Status.LVName)
-		}
-		statusutil.SetCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, true, "Wiping", msg)
-		return ctrl.Result{}, r.patchStatus(ctx, vol, orig)
 	}
-	if needsCleanupPass(orig) {
-		// A create or copy was assigned and may have made an LV it had not recorded yet
-		// (it records it only once complete): one pass of a node of the VG finds it by its
-		// owner tag and removes it before the object goes.
-		var vg v1.VolumeGroup
-		err := getVG(ctx, r, r.Heartbeats, string(vol.Spec.VolumeGroup), &vg)
-		if err != nil && !apierrors.IsNotFound(err) {
-			return ctrl.Result{}, err
-		}
-		if err == nil {
-			current := orig.Status.ExecutorNode
-			vol.Status.ExecutorNode = pickExecutor(&vg, string(vol.UID), current, r.canWorkIn(ctx), time.Now())
-			msg := fmt.Sprintf("node %s is removing whatever the interrupted create left in VG %s", vol.Status.ExecutorNode, vg.Spec.VGName)
-			if vol.Status.ExecutorNode == "" {
-				msg = fmt.Sprintf("waiting for a node of VG %s to remove whatever the interrupted create left", vg.Spec.VGName)
-			}
-			statusutil.SetCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionDeletionBlocked, true, "CleaningUp", msg)
-			return ctrl.Result{RequeueAfter: 30 * time.Second}, r.patchStatus(ctx, vol, orig)
-		}
-	}
-	controllerutil.RemoveFinalizer(vol, v1.Finalizer)
-	if err := r.Update(ctx, vol); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	r.Recorder.Eventf(vol, nil, corev1.EventTypeNormal, "Deleted", "Delete", "volume deleted")
-	return ctrl.Result{}, nil
+	return f, nil
 }
 
 // needsCleanupPass says whether a volume being deleted without a recorded LV may still have

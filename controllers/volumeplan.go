@@ -304,3 +304,90 @@ func pickExecutor(vg *v1.VolumeGroup, uid, current string, canWork func(string) 
 	_, _ = h.Write([]byte(uid))
 	return ready[int(h.Sum32())%len(ready)]
 }
+
+// VolumeDeleteFacts is what the deletion of a SharedVolume is decided from.
+type VolumeDeleteFacts struct {
+	Vol  *v1.SharedVolume
+	Atts []v1.VolumeAttachment
+	// Clones are the volumes whose spec.source is this one.
+	Clones []v1.SharedVolume
+	// VGs are the involved VolumeGroups that still exist (spec's, status's, the retired
+	// LV's), heartbeats overlaid, by name.
+	VGs map[string]*v1.VolumeGroup
+	// CanWork: their nodes that restored this boot's locks.
+	CanWork map[string]bool
+}
+
+// VolumeDeletePlan is the deletion's next step: Done (remove the finalizer), or why it is
+// blocked (DeletionBlocked's reason and message; Warn: an Event when it changes) and which
+// node wipes and removes what is left.
+type VolumeDeletePlan struct {
+	Done            bool
+	Reason, Message string
+	Warn            bool
+	Executor        string
+	Requeue         time.Duration
+}
+
+// PlanVolumeDelete decides a deletion: never while attached (detach first) or while a copy
+// from the volume runs; while the LV (or a migration's retired LV) exists, a node that has
+// started every involved VG's lockspace wipes and removes it; a create that may have left
+// an unrecorded LV gets one cleanup pass by a node of its VG; then the object goes. Deleting
+// never removes an LV without the volume's owner tag (the agent checks).
+func PlanVolumeDelete(f VolumeDeleteFacts, now time.Time) VolumeDeletePlan {
+	vol, st := f.Vol, &f.Vol.Status
+	if len(f.Atts) > 0 {
+		names := make([]string, 0, len(f.Atts))
+		for _, a := range f.Atts {
+			names = append(names, fmt.Sprintf("%s (node %s)", a.Name, a.Spec.Node))
+		}
+		return VolumeDeletePlan{Reason: "Attached", Warn: true, // no LVM work while attached
+			Message: fmt.Sprintf("volume is still attached by %v: delete those VolumeAttachments (detach) first; the volume is deleted once none is left", names)}
+	}
+	var copying []string
+	for _, c := range f.Clones {
+		if c.Status.LVUUID == "" && c.DeletionTimestamp.IsZero() && c.Status.ExecutorNode != "" {
+			copying = append(copying, c.Name)
+		}
+	}
+	if len(copying) > 0 {
+		return VolumeDeletePlan{Reason: "CopyInProgress", Warn: true,
+			Message: fmt.Sprintf("volumes %v are being copied from this volume: it is deleted once their copies are done", copying)}
+	}
+	canWork := func(n string) bool { return f.CanWork[n] }
+	if st.LVUUID != "" || st.RetiredLV != nil {
+		// The LV exists: an agent wipes and removes it (and a migration's leftovers: the
+		// retired LV, a partial copy in the target VG), then clears status.lvUUID. It runs
+		// on a node that has started every involved VG's lockspace.
+		base := st.VolumeGroup
+		if base == "" && st.RetiredLV != nil {
+			base = st.RetiredLV.VolumeGroup
+		}
+		vg := &v1.VolumeGroup{}
+		for name, g := range f.VGs {
+			if name == base {
+				vg = g
+			} else {
+				canWork = readyIn(g, canWork, now)
+			}
+		}
+		p := VolumeDeletePlan{Reason: "Wiping", Executor: pickExecutor(vg, string(vol.UID), st.ExecutorNode, canWork, now)}
+		p.Message = fmt.Sprintf("node %s is wiping and removing LV %s/%s", p.Executor, st.VGName, st.LVName)
+		if p.Executor == "" {
+			p.Message = fmt.Sprintf("waiting for a node with a started lockspace of VG %s to wipe and remove LV %s", st.VGName, st.LVName)
+		}
+		return p
+	}
+	if vg, ok := f.VGs[string(vol.Spec.VolumeGroup)]; ok && needsCleanupPass(vol) {
+		// A create or copy was assigned and may have made an LV it had not recorded yet
+		// (it records it only once complete): one pass of a node of the VG finds it by its
+		// owner tag and removes it before the object goes.
+		p := VolumeDeletePlan{Reason: "CleaningUp", Requeue: 30 * time.Second, Executor: pickExecutor(vg, string(vol.UID), st.ExecutorNode, canWork, now)}
+		p.Message = fmt.Sprintf("node %s is removing whatever the interrupted create left in VG %s", p.Executor, vg.Spec.VGName)
+		if p.Executor == "" {
+			p.Message = fmt.Sprintf("waiting for a node of VG %s to remove whatever the interrupted create left", vg.Spec.VGName)
+		}
+		return p
+	}
+	return VolumeDeletePlan{Done: true}
+}

@@ -186,3 +186,65 @@ func TestPlanVolume(t *testing.T) {
 		})
 	}
 }
+
+func TestPlanVolumeDelete(t *testing.T) {
+	now := time.Unix(10000, 0)
+	fresh := metav1.NewTime(now)
+	group := func(name string, ready ...string) *v1.VolumeGroup {
+		g := &v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.VolumeGroupSpec{VGName: v1.LVMVGName(name)}}
+		for _, n := range ready {
+			g.Status.Nodes = append(g.Status.Nodes, v1.NodeLockspaceStatus{Node: n, LockspaceStarted: true, LastReport: &fresh, ReportIntervalSeconds: 2})
+		}
+		return g
+	}
+	vol := func(mut func(*v1.SharedVolume)) *v1.SharedVolume {
+		v := &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Name: "v", UID: "u"}, Spec: v1.SharedVolumeSpec{VolumeGroup: "vg1"}}
+		mut(v)
+		return v
+	}
+	withLV := func(v *v1.SharedVolume) { v.Status.LVUUID, v.Status.VolumeGroup, v.Status.VGName, v.Status.LVName = "lv", "vg1", "vg1", "v" }
+	all := map[string]bool{"a": true, "b": true}
+	cases := []struct {
+		name string
+		f    VolumeDeleteFacts
+		want VolumeDeletePlan
+	}{
+		{"attached: blocked, with an Event", VolumeDeleteFacts{Vol: vol(withLV), Atts: []v1.VolumeAttachment{{ObjectMeta: metav1.ObjectMeta{Name: "att"}}}},
+			VolumeDeletePlan{Reason: "Attached", Warn: true}},
+		{"a copy from it runs: blocked", VolumeDeleteFacts{Vol: vol(withLV), Clones: []v1.SharedVolume{{ObjectMeta: metav1.ObjectMeta{Name: "c"}, Status: v1.SharedVolumeStatus{ExecutorNode: "a"}}}},
+			VolumeDeletePlan{Reason: "CopyInProgress", Warn: true}},
+		{"a finished clone does not block", VolumeDeleteFacts{Vol: vol(func(*v1.SharedVolume) {}), Clones: []v1.SharedVolume{{Status: v1.SharedVolumeStatus{LVUUID: "x"}}}},
+			VolumeDeletePlan{Done: true}},
+		{"the LV exists: a ready node wipes it", VolumeDeleteFacts{Vol: vol(withLV), VGs: map[string]*v1.VolumeGroup{"vg1": group("vg1", "a")}, CanWork: all},
+			VolumeDeletePlan{Reason: "Wiping", Executor: "a"}},
+		{"the LV exists, no node can: wait and say so", VolumeDeleteFacts{Vol: vol(withLV), VGs: map[string]*v1.VolumeGroup{"vg1": group("vg1", "a")}, CanWork: map[string]bool{}},
+			VolumeDeletePlan{Reason: "Wiping"}},
+		{"a retired LV in another VG: a node of both", VolumeDeleteFacts{Vol: vol(func(v *v1.SharedVolume) {
+			withLV(v)
+			v.Status.RetiredLV = &v1.RetiredLV{VolumeGroup: "vg0", VGName: "vg0", LVName: "v"}
+		}), VGs: map[string]*v1.VolumeGroup{"vg1": group("vg1", "a", "b"), "vg0": group("vg0", "b")}, CanWork: all},
+			VolumeDeletePlan{Reason: "Wiping", Executor: "b"}},
+		{"an interrupted create: one cleanup pass", VolumeDeleteFacts{Vol: vol(func(v *v1.SharedVolume) {
+			v.Status.Conditions = []metav1.Condition{{Type: v1.ConditionProvisioned, Status: metav1.ConditionFalse, Reason: "Creating"}}
+		}), VGs: map[string]*v1.VolumeGroup{"vg1": group("vg1", "a")}, CanWork: all},
+			VolumeDeletePlan{Reason: "CleaningUp", Executor: "a", Requeue: 30 * time.Second}},
+		{"an interrupted create whose VG is gone: done", VolumeDeleteFacts{Vol: vol(func(v *v1.SharedVolume) {
+			v.Status.Conditions = []metav1.Condition{{Type: v1.ConditionProvisioned, Status: metav1.ConditionFalse, Reason: "Creating"}}
+		})}, VolumeDeletePlan{Done: true}},
+		{"the agent confirmed nothing is left: done", VolumeDeleteFacts{Vol: vol(func(v *v1.SharedVolume) {
+			v.Status.Conditions = []metav1.Condition{{Type: v1.ConditionProvisioned, Status: metav1.ConditionFalse, Reason: v1.ReasonLVDeleted}}
+		}), VGs: map[string]*v1.VolumeGroup{"vg1": group("vg1", "a")}, CanWork: all}, VolumeDeletePlan{Done: true}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := PlanVolumeDelete(c.f, now)
+			if !p.Done && p.Message == "" {
+				t.Error("blocked without a message")
+			}
+			p.Message = ""
+			if p != c.want {
+				t.Errorf("%+v, want %+v", p, c.want)
+			}
+		})
+	}
+}
