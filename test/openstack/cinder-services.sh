@@ -146,11 +146,13 @@ CONF
     echo "cinder-api did not answer in 120 s" >&2
     return 1
   fi
+  # The pools show before cinder-volume consumes its RPC queue (its init_host publishes
+  # them, then the RPC server starts): a create cast in between is lost. Wait for both.
   for _ in $(seq 1 240); do
     n=$(curl -s -H 'X-Auth-Token: admin:admin' -H 'OpenStack-API-Version: volume 3.70' \
       http://127.0.0.1:8776/v3/scheduler-stats/get_pools 2>/dev/null |
       /usr/bin/python3 -c 'import sys,json; print(len(json.load(sys.stdin)["pools"]))' 2>/dev/null || true)
-    [[ ${n:-0} -ge 2 ]] && return 0
+    [[ ${n:-0} -ge 2 ]] && rpc_ready && return 0
     sleep 0.5
   done
   tail -30 logs/volume.log logs/volume.stdout 2>/dev/null
@@ -158,8 +160,16 @@ CONF
   return 1
 }
 
+# rpc_ready: cinder-volume consumes its own RPC queue (cinder-volume.HOST@sharedlvm).
+rpc_ready() {
+  ERL_EPMD_ADDRESS=127.0.0.1 runuser -u rabbitmq -- env RABBITMQ_NODENAME=rabbit@localhost \
+    rabbitmqctl -n rabbit@localhost -q list_queues name consumers 2>/dev/null |
+    awk '$1 ~ /^cinder-volume\..*@sharedlvm$/ && $2 > 0 {ok = 1} END {exit !ok}'
+}
+
 case $cmd in
   start) start "$@" ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop WORKDIR [KUBECONFIG NODE]" >&2; exit 2 ;;
+  rpc-ready) rpc_ready ;;
+  *) echo "usage: $0 start|stop|rpc-ready WORKDIR [KUBECONFIG NODE]" >&2; exit 2 ;;
 esac
