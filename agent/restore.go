@@ -112,39 +112,9 @@ func (r *Restorer) restore(ctx context.Context) error {
 	daemonsAt := time.Since(t0)
 
 	// 2. Lockspaces of the VGs that select this node.
-	var vgs v1.VolumeGroupList
-	if err := r.Reader.List(ctx, &vgs); err != nil {
-		return err
-	}
-	st, err := r.Node.Sanlock.Status(ctx)
+	served, err := r.startLockspaces(ctx, &node)
 	if err != nil {
 		return err
-	}
-	hostID, err := r.Node.HostID(ctx)
-	if err != nil {
-		return err
-	}
-	// Other nodes' liveness, for the duplicate host_id check (read directly: the caches may
-	// not run yet).
-	hb, err := heartbeat.List(ctx, r.Reader, r.HeartbeatNamespace)
-	if err != nil {
-		return err
-	}
-	for i := range vgs.Items {
-		hb.Overlay(&vgs.Items[i])
-	}
-	plan := PlanLockstarts(vgs.Items, node.Labels, r.Node.Name, hostID, func(vg string) bool { _, ok := st.Lockspace(vg); return ok }, time.Now())
-	for _, d := range plan.Skipped {
-		// The report cycle says so on the VG and with an Event; nothing to restore there.
-		logger.Info("not starting lockspace", "vg", d.VG, "why", d.Why)
-	}
-	for _, name := range plan.Start {
-		if _, err := r.Node.LVM.Lockstart(ctx, name); err != nil {
-			if lvm.KindOf(err) == lvm.KindVGNotFound {
-				continue // this node does not see that VG's LUN (yet): nothing to restore there
-			}
-			return fmt.Errorf("lockstart %s: %w", name, err)
-		}
 	}
 	r.Node.Invalidate()
 	lockspacesAt := time.Since(t0)
@@ -170,7 +140,7 @@ func (r *Restorer) restore(ctx context.Context) error {
 	}
 	r.Node.Invalidate()
 	msg := fmt.Sprintf("boot %s: daemons up after %.1fs, lockspaces of %d VG(s) after %.1fs, %d attachment(s) re-activated in %d batch(es), done in %.1fs",
-		bootID, daemonsAt.Seconds(), plan.Served, lockspacesAt.Seconds(), count-len(failed), len(batches), time.Since(t0).Seconds())
+		bootID, daemonsAt.Seconds(), served, lockspacesAt.Seconds(), count-len(failed), len(batches), time.Since(t0).Seconds())
 	if len(failed) > 0 {
 		msg += fmt.Sprintf("; %d could not be re-activated (see their attachments): %s", len(failed), strings.Join(failed, "; "))
 		r.Recorder.Eventf(&node, nil, corev1.EventTypeWarning, "RestoreConflicts", "RestoreLocks", "%s", msg)
@@ -179,6 +149,45 @@ func (r *Restorer) restore(ctx context.Context) error {
 	logger.Info("locks restored", "bootID", bootID, "attachments", count, "batches", len(batches), "seconds", time.Since(t0).Seconds())
 	r.Recorder.Eventf(&node, nil, corev1.EventTypeNormal, "LocksRestored", "RestoreLocks", "%s", msg)
 	return r.markRestored(ctx, bootID, msg)
+}
+
+// startLockspaces starts the lockspaces PlanLockstarts picks for this node and returns how
+// many VolumeGroups the node serves. Its facts are read directly (the caches may not run
+// yet): the VolumeGroups with the heartbeats overlaid, sanlock, the host_id.
+func (r *Restorer) startLockspaces(ctx context.Context, node *corev1.Node) (int, error) {
+	var vgs v1.VolumeGroupList
+	if err := r.Reader.List(ctx, &vgs); err != nil {
+		return 0, err
+	}
+	st, err := r.Node.Sanlock.Status(ctx)
+	if err != nil {
+		return 0, err
+	}
+	hostID, err := r.Node.HostID(ctx)
+	if err != nil {
+		return 0, err
+	}
+	hb, err := heartbeat.List(ctx, r.Reader, r.HeartbeatNamespace)
+	if err != nil {
+		return 0, err
+	}
+	for i := range vgs.Items {
+		hb.Overlay(&vgs.Items[i])
+	}
+	plan := PlanLockstarts(vgs.Items, node.Labels, r.Node.Name, hostID, func(vg string) bool { _, ok := st.Lockspace(vg); return ok }, time.Now())
+	for _, d := range plan.Skipped {
+		// The report cycle says so on the VG and with an Event; nothing to restore there.
+		log.FromContext(ctx).Info("not starting lockspace", "vg", d.VG, "why", d.Why)
+	}
+	for _, name := range plan.Start {
+		if _, err := r.Node.LVM.Lockstart(ctx, name); err != nil {
+			if lvm.KindOf(err) == lvm.KindVGNotFound {
+				continue // this node does not see that VG's LUN (yet): nothing to restore there
+			}
+			return 0, fmt.Errorf("lockstart %s: %w", name, err)
+		}
+	}
+	return plan.Served, nil
 }
 
 func uniq(in []string) []string {
