@@ -202,7 +202,9 @@ func TestPlanVolumeDelete(t *testing.T) {
 		mut(v)
 		return v
 	}
-	withLV := func(v *v1.SharedVolume) { v.Status.LVUUID, v.Status.VolumeGroup, v.Status.VGName, v.Status.LVName = "lv", "vg1", "vg1", "v" }
+	withLV := func(v *v1.SharedVolume) {
+		v.Status.LVUUID, v.Status.VolumeGroup, v.Status.VGName, v.Status.LVName = "lv", "vg1", "vg1", "v"
+	}
 	all := map[string]bool{"a": true, "b": true}
 	cases := []struct {
 		name string
