@@ -655,13 +655,19 @@ func glanceUpload(t *testing.T, path string) string {
 	var resp *http.Response
 	var err error
 	for {
-		resp, err = glanceRequest("POST", "/v2/images", strings.NewReader(`{"name":"bed-image","disk_format":"raw","container_format":"bare","visibility":"public"}`), "application/json")
+		// Default visibility (shared): publicizing an image is for Glance's admin role, which
+		// its unauthenticated context does not carry (403 on the bed).
+		resp, err = glanceRequest("POST", "/v2/images", strings.NewReader(`{"name":"bed-image","disk_format":"raw","container_format":"bare"}`), "application/json")
 		if err == nil || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(time.Second) // glance-api still starting
 	}
 	must(t, err)
+	if resp.StatusCode != 201 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("glance image create: %s: %s", resp.Status, b)
+	}
 	var img struct{ ID string }
 	must(t, json.NewDecoder(resp.Body).Decode(&img))
 	resp.Body.Close()
