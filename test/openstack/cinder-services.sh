@@ -105,9 +105,9 @@ glance_api_servers = http://127.0.0.1:9292
 allowed_direct_url_schemes =
 periodic_interval = 10
 report_interval = 5
-service_down_time = 30
+service_down_time = ${SERVICE_DOWN_TIME:-30}
 backend_stats_polling_interval = 10
-rpc_response_timeout = 60
+rpc_response_timeout = ${RPC_TIMEOUT:-60}
 
 [database]
 connection = mysql+pymysql://cinder:cinder@127.0.0.1/cinder?charset=utf8

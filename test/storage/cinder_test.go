@@ -92,7 +92,10 @@ func TestCinderOnRealSharedLVM(t *testing.T) {
 	must(t, os.MkdirAll(work, 0o755))
 	writeGuestKubeconfig(t, cl.env, guestKube)
 	svc := exec.Command(filepath.Join(envtestutil.RepoRoot(), "test", "openstack", "cinder-services.sh"), "start", work, guestKube, "host2")
-	svc.Env = append(os.Environ(), "CINDER_VOLUME=0", "GLANCE=1")
+	// Under TCG a loaded guest can stall cinder-volume for tens of seconds: give cinder-api's
+	// RPC calls (attachment updates wait for initialize_connection) and the service
+	// heartbeats the room a slow hypervisor would get, not the loopback tier's 60 s / 30 s.
+	svc.Env = append(os.Environ(), "CINDER_VOLUME=0", "GLANCE=1", "RPC_TIMEOUT=300", "SERVICE_DOWN_TIME=180")
 	start := time.Now()
 	if out, err := svc.CombinedOutput(); err != nil {
 		t.Fatalf("starting Cinder's services: %v\n%s", err, out)
