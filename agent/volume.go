@@ -46,28 +46,67 @@ func (r *VolumeAgent) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Res
 	if err := r.Get(ctx, req.NamespacedName, &vol); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if vol.Status.ExecutorNode != r.Node.Name {
-		return ctrl.Result{}, nil
-	}
-	switch {
-	case !vol.DeletionTimestamp.IsZero():
-		if vol.Status.Phase == v1.VolumeDeleting {
-			return r.delete(ctx, &vol)
-		}
-	case vol.Status.RetiredLV != nil:
+	switch PlanVolumeWork(&vol, r.Node.Name) {
+	case WorkDelete:
+		return r.delete(ctx, &vol)
+	case WorkRemoveRetired:
 		return r.removeRetired(ctx, &vol)
-	case vol.Status.LVUUID == "" && vol.Spec.Source != nil:
+	case WorkCopy:
 		return r.createCopy(ctx, &vol)
-	case vol.Status.LVUUID == "":
+	case WorkCreate:
 		return r.create(ctx, &vol)
-	case v1.NeedsMigration(&vol):
+	case WorkMigrate:
 		return r.migrate(ctx, &vol)
-	case vol.Status.AllocatedSize != nil && vol.Spec.Size.Cmp(*vol.Status.AllocatedSize) > 0:
+	case WorkExtend:
 		return r.extend(ctx, &vol)
-	case v1.NeedsMove(&vol):
+	case WorkMove:
 		return r.move(ctx, &vol)
 	}
 	return ctrl.Result{}, nil
+}
+
+// VolumeWork is the LVM work a volume asks of this node.
+type VolumeWork string
+
+const (
+	WorkNone          VolumeWork = ""
+	WorkDelete        VolumeWork = "Delete"
+	WorkRemoveRetired VolumeWork = "RemoveRetired"
+	WorkCopy          VolumeWork = "Copy"
+	WorkCreate        VolumeWork = "Create"
+	WorkMigrate       VolumeWork = "Migrate"
+	WorkExtend        VolumeWork = "Extend"
+	WorkMove          VolumeWork = "Move"
+)
+
+// PlanVolumeWork says what this node does for a volume: nothing unless the operator named
+// it the executor; then, in this order, the deletion (once the operator set phase Deleting:
+// never while attached), the removal of a migration's retired LV, the create (a copy when
+// spec.source is set), the migration, the extend, the move.
+func PlanVolumeWork(vol *v1.SharedVolume, node string) VolumeWork {
+	st := &vol.Status
+	switch {
+	case st.ExecutorNode != node:
+		return WorkNone
+	case !vol.DeletionTimestamp.IsZero():
+		if st.Phase == v1.VolumeDeleting {
+			return WorkDelete
+		}
+		return WorkNone
+	case st.RetiredLV != nil:
+		return WorkRemoveRetired
+	case st.LVUUID == "" && vol.Spec.Source != nil:
+		return WorkCopy
+	case st.LVUUID == "":
+		return WorkCreate
+	case v1.NeedsMigration(vol):
+		return WorkMigrate
+	case st.AllocatedSize != nil && vol.Spec.Size.Cmp(*st.AllocatedSize) > 0:
+		return WorkExtend
+	case v1.NeedsMove(vol):
+		return WorkMove
+	}
+	return WorkNone
 }
 
 func (r *VolumeAgent) fail(ctx context.Context, vol, orig *v1.SharedVolume, action string, err error) (ctrl.Result, error) {
