@@ -89,6 +89,11 @@ func (r *VolumeGroupAgent) now() time.Time {
 	return time.Now()
 }
 
+// intervalSeconds is the report interval an entry carries (whole seconds, at least 1).
+func (r *VolumeGroupAgent) intervalSeconds() int32 {
+	return int32(max(1, r.interval().Round(time.Second)/time.Second))
+}
+
 func (r *VolumeGroupAgent) interval() time.Duration {
 	if r.ReportInterval > 0 {
 		return r.ReportInterval
@@ -185,7 +190,6 @@ type cycle struct {
 	facts   LockspaceFacts
 	entry   v1.NodeLockspaceStatus
 	sanlock *sanlock.Status
-	report  *lvm.Report
 	lvmVG   *lvm.VG
 }
 
@@ -223,7 +227,6 @@ func (r *VolumeGroupAgent) observe(ctx context.Context, vg *v1.VolumeGroup) *cyc
 	c.facts.CreateNode = vg.Status.CreateNode == r.Node.Name
 	switch {
 	case repErr == nil:
-		c.report = report
 		c.lvmVG, c.facts.VGFound = report.VG(vgName)
 	case lvm.KindOf(repErr) == lvm.KindVGNotFound:
 		c.facts.VGNotFound = true
@@ -242,7 +245,7 @@ func (r *VolumeGroupAgent) createVG(ctx context.Context, vg *v1.VolumeGroup, c *
 		return
 	}
 	vgName := string(vg.Spec.VGName)
-	c.report, c.facts.VGNotFound, c.facts.Started = report, false, true
+	c.facts.VGNotFound, c.facts.Started = false, true
 	c.lvmVG, c.facts.VGFound = report.VG(vgName)
 }
 
@@ -254,7 +257,7 @@ func (r *VolumeGroupAgent) lockstart(ctx context.Context, vg *v1.VolumeGroup, c 
 	joining.Reason, joining.Message = v1.LockspaceJoining, "starting the lockspace (sanlock join: 20 s to 3 min)"
 	jnow := metav1.NewTime(r.now())
 	joining.LastReport = &jnow
-	joining.ReportIntervalSeconds = int32(max(1, r.interval().Round(time.Second)/time.Second))
+	joining.ReportIntervalSeconds = r.intervalSeconds()
 	_ = r.applyEntryIfChanged(ctx, vg, &joining)
 	t0 := time.Now()
 	attempts, err := r.Node.LVM.Lockstart(ctx, vgName)
@@ -289,7 +292,7 @@ func (c *cycle) finish(ctx context.Context, r *VolumeGroupAgent) {
 	}
 	now := metav1.NewTime(r.now())
 	c.entry.LastReport = &now
-	c.entry.ReportIntervalSeconds = int32(max(1, r.interval().Round(time.Second)/time.Second))
+	c.entry.ReportIntervalSeconds = r.intervalSeconds()
 }
 
 // hostStates picks, from `sanlock client gets -h 1`, the host_ids of the VG's lockspace that

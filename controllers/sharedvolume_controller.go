@@ -118,14 +118,7 @@ func (r *SharedVolumeReconciler) gatherVolume(ctx context.Context, vol *v1.Share
 			}
 		}
 	}
-	f.CanWork = map[string]bool{}
-	for _, g := range []*v1.VolumeGroup{&vg, &f.From, &f.Old, srcVG(f.Src)} {
-		for _, n := range g.Status.Nodes {
-			if _, done := f.CanWork[n.Node]; !done {
-				f.CanWork[n.Node] = r.nodeCanWork(ctx, n.Node)
-			}
-		}
-	}
+	f.CanWork = r.canWork(ctx)
 	return f, nil
 }
 
@@ -165,9 +158,18 @@ func (r *SharedVolumeReconciler) nodeCanWork(ctx context.Context, name string) b
 	return v1.LocksRestoredProblem(&node) == ""
 }
 
-// canWorkIn is nodeCanWork as a predicate (the deletion path decides inline).
-func (r *SharedVolumeReconciler) canWorkIn(ctx context.Context) func(string) bool {
-	return func(name string) bool { return r.nodeCanWork(ctx, name) }
+// canWork is nodeCanWork as a predicate for one reconcile, each node read at most once and
+// only when the plan asks (a settled volume reads no Node at all).
+func (r *SharedVolumeReconciler) canWork(ctx context.Context) func(string) bool {
+	seen := map[string]bool{}
+	return func(name string) bool {
+		ok, done := seen[name]
+		if !done {
+			ok = r.nodeCanWork(ctx, name)
+			seen[name] = ok
+		}
+		return ok
+	}
 }
 
 func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.SharedVolume, atts []v1.VolumeAttachment) (ctrl.Result, error) {
@@ -199,7 +201,7 @@ func (r *SharedVolumeReconciler) reconcileDelete(ctx context.Context, vol *v1.Sh
 // volume, the VolumeGroups involved (heartbeats overlaid) and which of their nodes restored
 // this boot's locks.
 func (r *SharedVolumeReconciler) gatherDelete(ctx context.Context, vol *v1.SharedVolume, atts []v1.VolumeAttachment) (VolumeDeleteFacts, error) {
-	f := VolumeDeleteFacts{Vol: vol, Atts: atts, VGs: map[string]*v1.VolumeGroup{}, CanWork: map[string]bool{}}
+	f := VolumeDeleteFacts{Vol: vol, Atts: atts, VGs: map[string]*v1.VolumeGroup{}, CanWork: r.canWork(ctx)}
 	if len(atts) > 0 {
 		return f, nil
 	}
@@ -217,11 +219,6 @@ func (r *SharedVolumeReconciler) gatherDelete(ctx context.Context, vol *v1.Share
 			return f, err
 		}
 		f.VGs[name] = &g
-		for _, n := range g.Status.Nodes {
-			if _, done := f.CanWork[n.Node]; !done {
-				f.CanWork[n.Node] = r.nodeCanWork(ctx, n.Node)
-			}
-		}
 	}
 	return f, nil
 }

@@ -27,9 +27,9 @@ type VolumeFacts struct {
 	From, Old v1.VolumeGroup
 	// Src is spec.source's facts while the volume is created as a copy.
 	Src *CopySourceFacts
-	// CanWork: the nodes (of the VGs above) whose agent restored this boot's locks; a node
-	// not in it may not work (a rebooted node's entry can look fresh for a while).
-	CanWork map[string]bool
+	// CanWork says whether a node's agent restored this boot's locks; a node that did not
+	// may not work (a rebooted node's entry can look fresh for a while). Read lazily.
+	CanWork func(node string) bool
 }
 
 // CopySourceFacts is what the choice of a copy's executor depends on.
@@ -89,7 +89,10 @@ func (p *VolumePlan) set(typ string, ok bool, reason, msg string) {
 func PlanVolume(f VolumeFacts, now time.Time) VolumePlan {
 	vol := f.Vol
 	st := &vol.Status
-	canWork := func(n string) bool { return f.CanWork[n] }
+	canWork := f.CanWork
+	if canWork == nil {
+		canWork = func(string) bool { return false }
+	}
 	vg := f.VG
 	if vg == nil {
 		vg = &v1.VolumeGroup{}
@@ -314,8 +317,8 @@ type VolumeDeleteFacts struct {
 	// VGs are the involved VolumeGroups that still exist (spec's, status's, the retired
 	// LV's), heartbeats overlaid, by name.
 	VGs map[string]*v1.VolumeGroup
-	// CanWork: their nodes that restored this boot's locks.
-	CanWork map[string]bool
+	// CanWork: whether a node restored this boot's locks (read lazily).
+	CanWork func(node string) bool
 }
 
 // VolumeDeletePlan is the deletion's next step: Done (remove the finalizer), or why it is
@@ -354,7 +357,10 @@ func PlanVolumeDelete(f VolumeDeleteFacts, now time.Time) VolumeDeletePlan {
 		return VolumeDeletePlan{Reason: "CopyInProgress", Warn: true,
 			Message: fmt.Sprintf("volumes %v are being copied from this volume: it is deleted once their copies are done", copying)}
 	}
-	canWork := func(n string) bool { return f.CanWork[n] }
+	canWork := f.CanWork
+	if canWork == nil {
+		canWork = func(string) bool { return false }
+	}
 	if st.LVUUID != "" || st.RetiredLV != nil {
 		// The LV exists: an agent wipes and removes it (and a migration's leftovers: the
 		// retired LV, a partial copy in the target VG), then clears status.lvUUID. It runs

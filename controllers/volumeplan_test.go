@@ -51,101 +51,101 @@ func TestPlanVolume(t *testing.T) {
 		want want
 	}{
 		{"create: a ready node that restored its locks is chosen", func() VolumeFacts {
-			return VolumeFacts{Vol: newVol(), VG: group("vg1", "a"), CanWork: all}
+			return VolumeFacts{Vol: newVol(), VG: group("vg1", "a"), CanWork: works(all)}
 		}, want{exec: "a", phase: v1.VolumeCreating, ready: "False/Creating"}},
 		{"create: a node that has not restored its locks is never chosen", func() VolumeFacts {
-			return VolumeFacts{Vol: newVol(), VG: group("vg1", "a"), CanWork: map[string]bool{}}
+			return VolumeFacts{Vol: newVol(), VG: group("vg1", "a"), CanWork: works(map[string]bool{})}
 		}, want{phase: v1.VolumePending, ready: "False/NoReadyNode", events: []string{"NoReadyNode", "Pending"}}},
 		{"create: a stale entry is not ready", func() VolumeFacts {
 			g := group("vg1", "a")
 			g.Status.Nodes[0].LastReport = &stale
-			return VolumeFacts{Vol: newVol(), VG: g, CanWork: all}
+			return VolumeFacts{Vol: newVol(), VG: g, CanWork: works(all)}
 		}, want{phase: v1.VolumePending, ready: "False/NoReadyNode", events: []string{"NoReadyNode", "Pending"}}},
 		{"create: the current executor is kept while ready", func() VolumeFacts {
 			v := newVol()
 			v.Status.ExecutorNode, v.Status.Phase = "b", v1.VolumeCreating
-			return VolumeFacts{Vol: v, VG: group("vg1", "a", "b", "c"), CanWork: all}
+			return VolumeFacts{Vol: v, VG: group("vg1", "a", "b", "c"), CanWork: works(all)}
 		}, want{exec: "b", phase: v1.VolumeCreating, ready: "False/Creating"}},
 		{"no VolumeGroup", func() VolumeFacts {
-			return VolumeFacts{Vol: newVol(), CanWork: all}
+			return VolumeFacts{Vol: newVol(), CanWork: works(all)}
 		}, want{phase: v1.VolumePending, ready: "False/VolumeGroupNotFound", events: []string{"VolumeGroupNotFound", "Pending"}}},
 		{"a VolumeGroup that is not served", func() VolumeFacts {
 			g := group("vg1", "a")
 			g.Status.Conditions = []metav1.Condition{{Type: v1.ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonVolumeGroupConflict, Message: "older claims it"}}
-			return VolumeFacts{Vol: newVol(), VG: g, CanWork: all}
+			return VolumeFacts{Vol: newVol(), VG: g, CanWork: works(all)}
 		}, want{phase: v1.VolumePending, ready: "False/VolumeGroupConflict", events: []string{ReasonVolumeGroupConflict, "Pending"}, msg: "older claims it"}},
 		{"created and attached exclusively: in use, held where attached", func() VolumeFacts {
-			return VolumeFacts{Vol: created(), VG: group("vg1", "a"), Atts: []v1.VolumeAttachment{att("b", v1.LockExclusive)}, CanWork: all}
+			return VolumeFacts{Vol: created(), VG: group("vg1", "a"), Atts: []v1.VolumeAttachment{att("b", v1.LockExclusive)}, CanWork: works(all)}
 		}, want{phase: v1.VolumeInUse, ready: "True/InUse"}},
 		{"extend: the exclusive holder does it", func() VolumeFacts {
 			v := created()
 			v.Spec.Size = two
-			return VolumeFacts{Vol: v, VG: group("vg1", "a", "b"), Atts: []v1.VolumeAttachment{att("b", v1.LockExclusive)}, CanWork: all}
+			return VolumeFacts{Vol: v, VG: group("vg1", "a", "b"), Atts: []v1.VolumeAttachment{att("b", v1.LockExclusive)}, CanWork: works(all)}
 		}, want{exec: "b", phase: v1.VolumeInUse, ready: "True/InUse", msg: "node b is extending"}},
 		{"extend: held shared, it waits for one holder", func() VolumeFacts {
 			v := created()
 			v.Spec.Size = two
-			return VolumeFacts{Vol: v, VG: group("vg1", "a", "b"), Atts: []v1.VolumeAttachment{att("a", v1.LockShared), att("b", v1.LockShared)}, CanWork: all}
+			return VolumeFacts{Vol: v, VG: group("vg1", "a", "b"), Atts: []v1.VolumeAttachment{att("a", v1.LockShared), att("b", v1.LockShared)}, CanWork: works(all)}
 		}, want{phase: v1.VolumeInUse, ready: "False/ExtendWaitsForSingleHolder"}},
 		{"move: refused while shared", func() VolumeFacts {
 			v := created()
 			v.Spec.PVs, v.Status.PVs = []v1.DevicePath{"/dev/vdb"}, []string{"/dev/vda"}
-			return VolumeFacts{Vol: v, VG: group("vg1", "a", "b"), Atts: []v1.VolumeAttachment{att("a", v1.LockShared), att("b", v1.LockShared)}, CanWork: all}
+			return VolumeFacts{Vol: v, VG: group("vg1", "a", "b"), Atts: []v1.VolumeAttachment{att("a", v1.LockShared), att("b", v1.LockShared)}, CanWork: works(all)}
 		}, want{phase: v1.VolumeInUse, ready: "False/MoveRefusedWhileShared", events: []string{"MoveRefusedWhileShared"}}},
 		{"move: runs on the exclusive holder", func() VolumeFacts {
 			v := created()
 			v.Spec.PVs, v.Status.PVs = []v1.DevicePath{"/dev/vdb"}, []string{"/dev/vda"}
-			return VolumeFacts{Vol: v, VG: group("vg1", "a"), Atts: []v1.VolumeAttachment{att("c", v1.LockExclusive)}, CanWork: all}
+			return VolumeFacts{Vol: v, VG: group("vg1", "a"), Atts: []v1.VolumeAttachment{att("c", v1.LockExclusive)}, CanWork: works(all)}
 		}, want{exec: "c", phase: v1.VolumeMoving, ready: "True/Moving"}},
 		{"migrate: refused while attached", func() VolumeFacts {
 			v := created()
 			v.Spec.VolumeGroup = "vg2"
-			return VolumeFacts{Vol: v, VG: group("vg2", "a"), From: *group("vg1", "a"), Atts: []v1.VolumeAttachment{att("a", v1.LockExclusive)}, CanWork: all}
+			return VolumeFacts{Vol: v, VG: group("vg2", "a"), From: *group("vg1", "a"), Atts: []v1.VolumeAttachment{att("a", v1.LockExclusive)}, CanWork: works(all)}
 		}, want{phase: v1.VolumeInUse, ready: "False/MigrationNeedsDetach", events: []string{"MigrationNeedsDetach"}}},
 		{"migrate: to a VolumeGroup that does not exist", func() VolumeFacts {
 			v := created()
 			v.Spec.VolumeGroup = "vg2"
-			return VolumeFacts{Vol: v, From: *group("vg1", "a"), CanWork: all}
+			return VolumeFacts{Vol: v, From: *group("vg1", "a"), CanWork: works(all)}
 		}, want{phase: v1.VolumeAvailable, ready: "False/VolumeGroupNotFound", events: []string{"VolumeGroupNotFound"}}},
 		{"migrate: only a node of both VGs copies", func() VolumeFacts {
 			v := created()
 			v.Spec.VolumeGroup = "vg2"
-			return VolumeFacts{Vol: v, VG: group("vg2", "a", "b"), From: *group("vg1", "b", "c"), CanWork: all}
+			return VolumeFacts{Vol: v, VG: group("vg2", "a", "b"), From: *group("vg1", "b", "c"), CanWork: works(all)}
 		}, want{exec: "b", phase: v1.VolumeMigrating, ready: "False/Migrating", events: []string{"Migrating"}}},
 		{"migrate: no node of both VGs", func() VolumeFacts {
 			v := created()
 			v.Spec.VolumeGroup = "vg2"
-			return VolumeFacts{Vol: v, VG: group("vg2", "a"), From: *group("vg1", "c"), CanWork: all}
+			return VolumeFacts{Vol: v, VG: group("vg2", "a"), From: *group("vg1", "c"), CanWork: works(all)}
 		}, want{phase: v1.VolumeAvailable, ready: "False/NoReadyNode", events: []string{"NoReadyNode"}}},
 		{"retired LV: a node of its old VG removes it", func() VolumeFacts {
 			v := created()
 			v.Spec.VolumeGroup, v.Status.VolumeGroup = "vg2", "vg2"
 			v.Status.RetiredLV = &v1.RetiredLV{VolumeGroup: "vg1", VGName: "vg1", LVName: "v"}
-			return VolumeFacts{Vol: v, VG: group("vg2", "a"), Old: *group("vg1", "c"), CanWork: all}
+			return VolumeFacts{Vol: v, VG: group("vg2", "a"), Old: *group("vg1", "c"), CanWork: works(all)}
 		}, want{exec: "c", phase: v1.VolumeMigrating, ready: "True/RemovingRetiredLV"}},
 		{"copy: source missing", func() VolumeFacts {
 			v := newVol()
 			v.Spec.Source = &v1.VolumeSource{Volume: "src"}
-			return VolumeFacts{Vol: v, VG: group("vg1", "a"), Src: &CopySourceFacts{}, CanWork: all}
+			return VolumeFacts{Vol: v, VG: group("vg1", "a"), Src: &CopySourceFacts{}, CanWork: works(all)}
 		}, want{phase: v1.VolumePending, ready: "False/SourceNotFound", events: []string{"SourceNotFound", "Pending"}}},
 		{"copy: source larger than the volume", func() VolumeFacts {
 			v := newVol()
 			v.Spec.Source = &v1.VolumeSource{Volume: "src"}
 			src := created()
 			src.Status.AllocatedSize = &two
-			return VolumeFacts{Vol: v, VG: group("vg1", "a"), Src: &CopySourceFacts{Vol: src, VG: *group("vg1", "a")}, CanWork: all}
+			return VolumeFacts{Vol: v, VG: group("vg1", "a"), Src: &CopySourceFacts{Vol: src, VG: *group("vg1", "a")}, CanWork: works(all)}
 		}, want{phase: v1.VolumePending, ready: "False/SourceLargerThanVolume", events: []string{"SourceLargerThanVolume", "Pending"}}},
 		{"copy: source held shared waits", func() VolumeFacts {
 			v := newVol()
 			v.Spec.Source = &v1.VolumeSource{Volume: "src"}
 			return VolumeFacts{Vol: v, VG: group("vg1", "a"), Src: &CopySourceFacts{Vol: created(), VG: *group("vg1", "a"),
-				Atts: []v1.VolumeAttachment{att("a", v1.LockShared), att("b", v1.LockShared)}}, CanWork: all}
+				Atts: []v1.VolumeAttachment{att("a", v1.LockShared), att("b", v1.LockShared)}}, CanWork: works(all)}
 		}, want{phase: v1.VolumePending, ready: "False/CopyWaitsForSingleHolder", events: []string{"CopyWaitsForSingleHolder", "Pending"}}},
 		{"copy: source held exclusively is copied on its holder", func() VolumeFacts {
 			v := newVol()
 			v.Spec.Source = &v1.VolumeSource{Volume: "src"}
 			return VolumeFacts{Vol: v, VG: group("vg1", "a", "b"), Src: &CopySourceFacts{Vol: created(), VG: *group("vg1", "a", "b"),
-				Atts: []v1.VolumeAttachment{att("b", v1.LockExclusive)}}, CanWork: all}
+				Atts: []v1.VolumeAttachment{att("b", v1.LockExclusive)}}, CanWork: works(all)}
 		}, want{exec: "b", phase: v1.VolumeCreating, ready: "False/Creating", msg: "as a copy of volume src"}},
 	}
 	for _, c := range cases {
@@ -217,25 +217,25 @@ func TestPlanVolumeDelete(t *testing.T) {
 			VolumeDeletePlan{Reason: "CopyInProgress", Warn: true}},
 		{"a finished clone does not block", VolumeDeleteFacts{Vol: vol(func(*v1.SharedVolume) {}), Clones: []v1.SharedVolume{{Status: v1.SharedVolumeStatus{LVUUID: "x"}}}},
 			VolumeDeletePlan{Done: true}},
-		{"the LV exists: a ready node wipes it", VolumeDeleteFacts{Vol: vol(withLV), VGs: map[string]*v1.VolumeGroup{"vg1": group("vg1", "a")}, CanWork: all},
+		{"the LV exists: a ready node wipes it", VolumeDeleteFacts{Vol: vol(withLV), VGs: map[string]*v1.VolumeGroup{"vg1": group("vg1", "a")}, CanWork: works(all)},
 			VolumeDeletePlan{Reason: "Wiping", Executor: "a"}},
-		{"the LV exists, no node can: wait and say so", VolumeDeleteFacts{Vol: vol(withLV), VGs: map[string]*v1.VolumeGroup{"vg1": group("vg1", "a")}, CanWork: map[string]bool{}},
+		{"the LV exists, no node can: wait and say so", VolumeDeleteFacts{Vol: vol(withLV), VGs: map[string]*v1.VolumeGroup{"vg1": group("vg1", "a")}, CanWork: works(map[string]bool{})},
 			VolumeDeletePlan{Reason: "Wiping"}},
 		{"a retired LV in another VG: a node of both", VolumeDeleteFacts{Vol: vol(func(v *v1.SharedVolume) {
 			withLV(v)
 			v.Status.RetiredLV = &v1.RetiredLV{VolumeGroup: "vg0", VGName: "vg0", LVName: "v"}
-		}), VGs: map[string]*v1.VolumeGroup{"vg1": group("vg1", "a", "b"), "vg0": group("vg0", "b")}, CanWork: all},
+		}), VGs: map[string]*v1.VolumeGroup{"vg1": group("vg1", "a", "b"), "vg0": group("vg0", "b")}, CanWork: works(all)},
 			VolumeDeletePlan{Reason: "Wiping", Executor: "b"}},
 		{"an interrupted create: one cleanup pass", VolumeDeleteFacts{Vol: vol(func(v *v1.SharedVolume) {
 			v.Status.Conditions = []metav1.Condition{{Type: v1.ConditionProvisioned, Status: metav1.ConditionFalse, Reason: "Creating"}}
-		}), VGs: map[string]*v1.VolumeGroup{"vg1": group("vg1", "a")}, CanWork: all},
+		}), VGs: map[string]*v1.VolumeGroup{"vg1": group("vg1", "a")}, CanWork: works(all)},
 			VolumeDeletePlan{Reason: "CleaningUp", Executor: "a", Requeue: 30 * time.Second}},
 		{"an interrupted create whose VG is gone: done", VolumeDeleteFacts{Vol: vol(func(v *v1.SharedVolume) {
 			v.Status.Conditions = []metav1.Condition{{Type: v1.ConditionProvisioned, Status: metav1.ConditionFalse, Reason: "Creating"}}
 		})}, VolumeDeletePlan{Done: true}},
 		{"the agent confirmed nothing is left: done", VolumeDeleteFacts{Vol: vol(func(v *v1.SharedVolume) {
 			v.Status.Conditions = []metav1.Condition{{Type: v1.ConditionProvisioned, Status: metav1.ConditionFalse, Reason: v1.ReasonLVDeleted}}
-		}), VGs: map[string]*v1.VolumeGroup{"vg1": group("vg1", "a")}, CanWork: all}, VolumeDeletePlan{Done: true}},
+		}), VGs: map[string]*v1.VolumeGroup{"vg1": group("vg1", "a")}, CanWork: works(all)}, VolumeDeletePlan{Done: true}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -250,3 +250,6 @@ func TestPlanVolumeDelete(t *testing.T) {
 		})
 	}
 }
+
+// works is a CanWork predicate from a set of nodes.
+func works(m map[string]bool) func(string) bool { return func(n string) bool { return m[n] } }
