@@ -2,7 +2,8 @@ package agent
 
 // LockspaceFacts is what one report cycle knows about this node and a VG it serves.
 type LockspaceFacts struct {
-	// HostIDKnown: local/host_id was read; SanlockAnswers: `sanlock client status` worked.
+	// HostIDKnown: this node's allocated host_id was read and agrees with lvmlocal.conf;
+	// SanlockAnswers: `sanlock client status` worked.
 	HostIDKnown, SanlockAnswers bool
 	// Started: the VG's lockspace is up in sanlock on this node (not joining or leaving).
 	Started bool
@@ -13,6 +14,9 @@ type LockspaceFacts struct {
 	CreateNode bool
 	// Conflict is another live node reporting this node's host_id in the VG ("" if none).
 	Conflict string
+	// HostIDMismatch: lvmlocal.conf, or the lockspace as it runs, disagrees with the host_id
+	// allocated to this node.
+	HostIDMismatch bool
 }
 
 // LockspaceAction is what the cycle does with the VG's lockspace.
@@ -30,14 +34,15 @@ const (
 	LockspaceStart LockspaceAction = "Lockstart"
 )
 
-// PlanLockspace decides the cycle's lockspace action. It fails closed: a duplicate host_id
-// refuses everything; creating needs the operator's choice, the VG absent and sanlock
-// answering; joining needs the VG visible, the host_id known and sanlock answering.
+// PlanLockspace decides the cycle's lockspace action. It fails closed: a duplicate host_id,
+// or one that disagrees with the allocated id, refuses everything; creating needs the
+// operator's choice, the VG absent, the host_id allocated and sanlock answering; joining
+// needs the VG visible, the host_id allocated and sanlock answering.
 func PlanLockspace(f LockspaceFacts) LockspaceAction {
 	switch {
-	case f.Conflict != "":
+	case f.Conflict != "" || f.HostIDMismatch:
 		return LockspaceRefuse
-	case f.VGNotFound && f.CreateNode && f.SanlockAnswers:
+	case f.VGNotFound && f.CreateNode && f.HostIDKnown && f.SanlockAnswers:
 		return LockspaceCreateVG
 	case !f.Started && f.VGFound && f.HostIDKnown && f.SanlockAnswers:
 		return LockspaceStart

@@ -19,6 +19,9 @@ func TestPlanLockspace(t *testing.T) {
 		{"VG absent, not chosen: wait", with(func(f *LockspaceFacts) { f.VGNotFound = true }), LockspaceNone},
 		{"VG absent, chosen, sanlock silent: wait", with(func(f *LockspaceFacts) { f.VGNotFound, f.CreateNode, f.SanlockAnswers = true, true, false }), LockspaceNone},
 		{"host_id unknown: never join", with(func(f *LockspaceFacts) { f.VGFound, f.HostIDKnown = true, false }), LockspaceNone},
+		{"no host_id allocated, chosen to create: wait", with(func(f *LockspaceFacts) { f.VGNotFound, f.CreateNode, f.HostIDKnown = true, true, false }), LockspaceNone},
+		{"lvmlocal.conf disagrees with the allocated host_id: refuse to join", with(func(f *LockspaceFacts) { f.VGFound, f.HostIDMismatch = true, true }), LockspaceRefuse},
+		{"lvmlocal.conf disagrees, chosen to create: never create", with(func(f *LockspaceFacts) { f.VGNotFound, f.CreateNode, f.HostIDMismatch = true, true, true }), LockspaceRefuse},
 		{"sanlock silent: never join", with(func(f *LockspaceFacts) { f.VGFound, f.SanlockAnswers = true, false }), LockspaceNone},
 		{"report failed (neither found nor absent): wait", ok, LockspaceNone},
 	}

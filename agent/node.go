@@ -26,7 +26,8 @@ type Node struct {
 	mu   sync.Mutex
 	busy map[string]*sync.Mutex // per LV UUID (or vg/lv): one lock change at a time
 
-	hostID int32
+	localHostID int32
+	localKnown  bool
 
 	snapMu   sync.Mutex
 	snap     *sanlock.Status
@@ -72,13 +73,15 @@ func (n *Node) TryLockLV(vg, lv string) (func(), bool) {
 	return m.Unlock, true
 }
 
-// HostID reads this node's sanlock host_id from LVM's configuration (lvmlocal.conf). A
-// successful reading is cached; a failure is not (the config may appear later).
-func (n *Node) HostID(ctx context.Context) (int32, error) {
+// LocalHostID reads the sanlock host_id set in this node's LVM configuration (lvmlocal.conf),
+// 0 when it sets none. It is only the node's preference and a check: lockspaces start with
+// the host_id the operator allocated (HostIDs). A reading is cached until
+// ForgetLocalHostID; a failure is not.
+func (n *Node) LocalHostID(ctx context.Context) (int32, error) {
 	n.mu.Lock()
-	id := n.hostID
+	id, known := n.localHostID, n.localKnown
 	n.mu.Unlock()
-	if id > 0 {
+	if known {
 		return id, nil
 	}
 	res, err := n.exec.Run(ctx, []string{"lvmconfig", "--typeconfig", "full", "local/host_id"})
@@ -87,13 +90,21 @@ func (n *Node) HostID(ctx context.Context) (int32, error) {
 	}
 	v, ok := strings.CutPrefix(strings.TrimSpace(string(res.Stdout)), "host_id=")
 	parsed, convErr := strconv.Atoi(v)
-	if res.ExitCode != 0 || !ok || convErr != nil || parsed < 1 || parsed > 2000 {
-		return 0, fmt.Errorf("lvmconfig local/host_id: want 1..2000, got %q (exit %d) %s", strings.TrimSpace(string(res.Stdout)), res.ExitCode, strings.TrimSpace(string(res.Stderr)))
+	if res.ExitCode != 0 || !ok || convErr != nil || parsed < 0 || parsed > 2000 {
+		return 0, fmt.Errorf("lvmconfig local/host_id: want 0..2000, got %q (exit %d) %s", strings.TrimSpace(string(res.Stdout)), res.ExitCode, strings.TrimSpace(string(res.Stderr)))
 	}
 	n.mu.Lock()
-	n.hostID = int32(parsed)
+	n.localHostID, n.localKnown = int32(parsed), true
 	n.mu.Unlock()
 	return int32(parsed), nil
+}
+
+// ForgetLocalHostID makes the next LocalHostID read the configuration again (after it
+// disagreed with the allocated id: the administrator may have fixed lvmlocal.conf).
+func (n *Node) ForgetLocalHostID() {
+	n.mu.Lock()
+	n.localKnown = false
+	n.mu.Unlock()
 }
 
 // SanlockStatus returns `sanlock client status`, reusing a reading younger than maxAge so

@@ -36,6 +36,9 @@ type Restorer struct {
 	DaemonWait time.Duration
 	// HeartbeatNamespace holds the agents' heartbeat Leases.
 	HeartbeatNamespace string
+	// HostIDs is this node's allocated host_id: without it the restore waits (and says so
+	// on the Node's condition) rather than start a lockspace with a guessed id.
+	HostIDs *HostIDs
 
 	done atomic.Bool
 }
@@ -163,7 +166,7 @@ func (r *Restorer) startLockspaces(ctx context.Context, node *corev1.Node) (int,
 	if err != nil {
 		return 0, err
 	}
-	hostID, err := r.Node.HostID(ctx)
+	hostID, err := r.HostIDs.Check(ctx, true)
 	if err != nil {
 		return 0, err
 	}
@@ -180,7 +183,7 @@ func (r *Restorer) startLockspaces(ctx context.Context, node *corev1.Node) (int,
 		log.FromContext(ctx).Info("not starting lockspace", "vg", d.VG, "why", d.Why)
 	}
 	for _, name := range plan.Start {
-		if _, err := r.Node.LVM.Lockstart(ctx, name); err != nil {
+		if _, err := r.Node.LVM.Lockstart(ctx, name, hostID); err != nil {
 			if lvm.KindOf(err) == lvm.KindVGNotFound {
 				continue // this node does not see that VG's LUN (yet): nothing to restore there
 			}

@@ -61,6 +61,8 @@ type VolumeGroupAgent struct {
 	Heartbeats *heartbeat.Tracker
 	// Claim makes this node the one creator of a VG (nil: this agent never runs vgcreate).
 	Claim *VGCreateClaim
+	// HostIDs is this node's allocated sanlock host_id (nil: no lockspace is ever started).
+	HostIDs *HostIDs
 
 	failMu        sync.Mutex
 	failSince     map[string]map[int32]metav1.Time // by VG name, host_id: first seen FAIL
@@ -135,10 +137,11 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	case LockspaceCreateVG:
 		r.createVG(ctx, &vg, c)
 	case LockspaceRefuse:
-		msg := fmt.Sprintf("sanlock host_id %d is also used by node %s: refusing to start the lockspace (two nodes with one host_id can both write one LV); give this node a unique local/host_id in /etc/lvm/lvmlocal.conf", c.entry.HostID, c.facts.Conflict)
-		c.note(v1.LockspaceHostIDConflict, msg)
+		if c.facts.Conflict != "" {
+			c.note(v1.LockspaceHostIDConflict, fmt.Sprintf("sanlock host_id %d is also used by node %s: refusing to start the lockspace (two nodes with one host_id can both write one LV)", c.entry.HostID, c.facts.Conflict))
+		}
 		if !c.facts.Started {
-			r.Recorder.Eventf(&vg, nil, corev1.EventTypeWarning, "DuplicateHostID", "Lockstart", "node %s: %s", r.Node.Name, msg)
+			r.Recorder.Eventf(&vg, nil, corev1.EventTypeWarning, "DuplicateHostID", "Lockstart", "node %s: %s", r.Node.Name, c.entry.Message)
 		}
 	case LockspaceStart:
 		r.lockstart(ctx, &vg, c)
@@ -206,11 +209,12 @@ func (c *cycle) note(reason v1.LockspaceReason, msg string) {
 func (r *VolumeGroupAgent) observe(ctx context.Context, vg *v1.VolumeGroup) *cycle {
 	vgName := string(vg.Spec.VGName)
 	c := &cycle{vg: vgName, entry: v1.NodeLockspaceStatus{Node: r.Node.Name}}
-	hostID, hidErr := r.Node.HostID(ctx)
+	hostID, hidErr := r.HostIDs.Check(ctx, false)
 	c.entry.HostID = hostID
 	c.facts.HostIDKnown = hidErr == nil
-	if hidErr != nil {
-		c.note(v1.LockspaceHostIDUnknown, "cannot read local/host_id: "+hidErr.Error())
+	if p, ok := hidErr.(*HostIDProblem); ok {
+		c.facts.HostIDMismatch = p.Reason == v1.LockspaceHostIDConflict
+		c.note(p.Reason, p.Message)
 	}
 	st, slErr := r.Node.SanlockStatus(ctx, 0)
 	c.sanlock, c.facts.SanlockAnswers = st, slErr == nil
@@ -220,6 +224,10 @@ func (r *VolumeGroupAgent) observe(ctx context.Context, vg *v1.VolumeGroup) *cyc
 	if st != nil {
 		if ls, ok := st.Lockspace(vgName); ok && !ls.Adding && !ls.Removing {
 			c.facts.Started = true
+			if hostID > 0 && int32(ls.HostID) != hostID {
+				c.facts.HostIDMismatch = true
+				c.note(v1.LockspaceHostIDConflict, fmt.Sprintf("lockspace lvm_%s runs here as host_id %d, but the host_id allocated to node %s is %d: it was started outside the agent; stop it (vgchange --lockstop %s, with its LVs inactive) so that the agent starts it with the allocated id", vgName, ls.HostID, r.Node.Name, hostID, vgName))
+			}
 			c.entry.HostID = int32(ls.HostID)
 		}
 	}
@@ -259,8 +267,19 @@ func (r *VolumeGroupAgent) lockstart(ctx context.Context, vg *v1.VolumeGroup, c 
 	joining.LastReport = &jnow
 	joining.ReportIntervalSeconds = r.intervalSeconds()
 	_ = r.applyEntryIfChanged(ctx, vg, &joining)
+	hostID, err := r.HostIDs.Check(ctx, true) // the fence: the claim as it is now
+	if err != nil {
+		c.facts.HostIDKnown = false
+		p, _ := err.(*HostIDProblem)
+		if p == nil {
+			p = &HostIDProblem{v1.LockspaceWaitingForHostID, err.Error()}
+		}
+		c.note(p.Reason, p.Message)
+		return
+	}
+	c.entry.HostID = hostID
 	t0 := time.Now()
-	attempts, err := r.Node.LVM.Lockstart(ctx, vgName)
+	attempts, err := r.Node.LVM.Lockstart(ctx, vgName, hostID)
 	r.Node.Invalidate()
 	if err != nil {
 		c.note(v1.LockspaceLockstartFailed, fmt.Sprintf("lockstart failed after %d attempt(s): %v", attempts, err))
@@ -350,6 +369,13 @@ func (r *VolumeGroupAgent) CreateVG(ctx context.Context, vg *v1.VolumeGroup) (*l
 			return rep, "", ""
 		}
 	}
+	hostID, err := r.HostIDs.Check(ctx, true)
+	if err != nil {
+		if p, ok := err.(*HostIDProblem); ok {
+			return nil, p.Reason, p.Message
+		}
+		return nil, v1.LockspaceWaitingForHostID, err.Error()
+	}
 	if err := r.Claim.Fence(ctx, held); err != nil {
 		return nil, v1.LockspaceWaitingForVGCreateClaim, fmt.Sprintf("chosen to create VG %s, but the fencing check before vgcreate failed: %v", name, err)
 	}
@@ -360,7 +386,7 @@ func (r *VolumeGroupAgent) CreateVG(ctx context.Context, vg *v1.VolumeGroup) (*l
 	t0 := time.Now()
 	stop := make(chan struct{})
 	go r.Claim.KeepRenewed(ctx, vg.Name, stop)
-	err = r.Node.LVM.CreateSharedVG(ctx, name, pvs)
+	err = r.Node.LVM.CreateSharedVG(ctx, name, pvs, hostID)
 	close(stop)
 	if err != nil {
 		msg := fmt.Sprintf("vgcreate --shared %s on %v failed: %v", name, pvs, err)

@@ -124,9 +124,16 @@ func PlanVolumeGroup(f VGFacts, now time.Time) VGPlan {
 		}
 	}
 	sort.Strings(conflicts)
+	for _, n := range entries {
+		// The agent refuses: its lvmlocal.conf (or a lockspace started by hand) disagrees
+		// with the host_id the operator allocated it.
+		if n.Reason == v1.LockspaceHostIDConflict && len(byHostID[n.HostID]) < 2 {
+			conflicts = append(conflicts, fmt.Sprintf("node %s: %s", n.Node, n.Message))
+		}
+	}
 	if len(conflicts) > 0 {
 		p.Conditions = append(p.Conditions, VGCondition{Type: v1.ConditionHostIDConflict, OK: true, Reason: ReasonDuplicateHostID, Event: ReasonDuplicateHostID,
-			Message: fmt.Sprintf("duplicate sanlock host IDs (%s): two nodes with one host_id can both write one LV; give each node a unique local/host_id in lvmlocal.conf", strings.Join(conflicts, "; "))})
+			Message: fmt.Sprintf("duplicate sanlock host IDs (%s): two nodes with one host_id can both write one LV; each node's lvmlocal.conf must set the host_id the operator allocated it (Leases sharedlvm-host-id-<id>)", strings.Join(conflicts, "; "))})
 	} else {
 		p.Conditions = append(p.Conditions, VGCondition{Type: v1.ConditionHostIDConflict, Reason: ReasonUniqueHostIDs, Message: "every reporting node has its own sanlock host_id"})
 	}

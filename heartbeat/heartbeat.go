@@ -77,6 +77,9 @@ type Renewer struct {
 	// the staleness rule of v1alpha1.NodeLockspaceStatus.
 	Interval time.Duration
 	Now      func() time.Time
+	// Annotate, when set, returns annotations the Lease carries (nil: keep those it has):
+	// the node's lvmlocal.conf host_id, which host_id allocation waits for.
+	Annotate func(context.Context) map[string]string
 
 	last *coordv1.Lease
 }
@@ -114,8 +117,18 @@ func (r *Renewer) now() time.Time {
 func (r *Renewer) Renew(ctx context.Context) error {
 	now := metav1.NewMicroTime(r.now())
 	dur := int32(v1.StaleAfterInterval(r.Interval) / time.Second)
+	var ann map[string]string
+	if r.Annotate != nil {
+		ann = r.Annotate(ctx)
+	}
 	set := func(l *coordv1.Lease) {
 		l.Labels = map[string]string{Label: LabelValue}
+		for k, v := range ann {
+			if l.Annotations == nil {
+				l.Annotations = map[string]string{}
+			}
+			l.Annotations[k] = v
+		}
 		l.Spec.HolderIdentity = ptr.To(r.Node)
 		l.Spec.LeaseDurationSeconds = ptr.To(dur)
 		l.Spec.RenewTime = &now

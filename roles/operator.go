@@ -130,6 +130,9 @@ func NewOperator(ctx context.Context, cfg *rest.Config, o OperatorOptions) (mana
 	if err := (&controllers.VolumeAttachmentReconciler{Client: mgr.GetClient(), Recorder: rec, Heartbeats: hb}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
+	if err := (&controllers.HostIDReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: heartbeatNamespace(o.HeartbeatNamespace)}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, err
 	}

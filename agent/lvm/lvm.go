@@ -370,30 +370,51 @@ func (c *Client) RenameLV(ctx context.Context, vg, from, to string) error {
 	return err
 }
 
+// hostIDConfig is the --config that makes a command start a lockspace as hostID: lvm passes
+// its local/host_id to lvmlockd with each lockspace start, so the id allocated to this node
+// wins over lvmlocal.conf (docs/design.md §7, host IDs). Out of sanlock's range is refused.
+func hostIDConfig(hostID int32) ([]string, error) {
+	if hostID < 1 || hostID > 2000 {
+		return nil, fmt.Errorf("sanlock host_id %d is out of range 1..2000: no lockspace is started without an allocated host_id", hostID)
+	}
+	return []string{"--config", fmt.Sprintf("local/host_id=%d", hostID)}, nil
+}
+
 // CreateSharedVG creates a shared VG with a sanlock lockspace (`vgcreate --shared`), which
-// also starts the lockspace on this host.
-func (c *Client) CreateSharedVG(ctx context.Context, vg string, pvs []string) error {
+// also starts the lockspace on this host as hostID.
+func (c *Client) CreateSharedVG(ctx context.Context, vg string, pvs []string, hostID int32) error {
 	if err := ValidateVGName(vg); err != nil {
 		return &Error{Kind: KindInvalidName, Err: err}
 	}
-	argv := []string{"vgcreate", "--shared", "--lock-type", "sanlock", vg}
+	cfg, err := hostIDConfig(hostID)
+	if err != nil {
+		return err
+	}
+	argv := append([]string{"vgcreate"}, cfg...)
+	argv = append(argv, "--shared", "--lock-type", "sanlock", vg)
 	for _, d := range pvs {
 		if err := validateDevice(d); err != nil {
 			return err
 		}
 		argv = append(argv, d)
 	}
-	_, err := c.runMeta(ctx, vg, argv)
+	_, err = c.runMeta(ctx, vg, argv)
 	return err
 }
 
-// Lockstart joins the VG's lockspace, retrying the transient failures real hosts hit (the
+// Lockstart joins the VG's lockspace as hostID, retrying the transient failures real hosts hit (the
 // first start on a host without udev fails with "invalid parameters for sanlock"). It
 // returns the number of attempts used.
-func (c *Client) Lockstart(ctx context.Context, vg string) (int, error) {
+func (c *Client) Lockstart(ctx context.Context, vg string, hostID int32) (int, error) {
 	if err := ValidateVGName(vg); err != nil {
 		return 0, &Error{Kind: KindInvalidName, Err: err}
 	}
+	cfg, err := hostIDConfig(hostID)
+	if err != nil {
+		return 0, err
+	}
+	argv := append([]string{"vgchange"}, cfg...)
+	argv = append(argv, "--lockstart", vg)
 	attempts, delay := c.LockstartAttempts, c.LockstartRetryDelay
 	if attempts <= 0 {
 		attempts = 5
@@ -401,9 +422,8 @@ func (c *Client) Lockstart(ctx context.Context, vg string) (int, error) {
 	if delay <= 0 {
 		delay = 2 * time.Second
 	}
-	var err error
 	for i := 1; i <= attempts; i++ {
-		_, err = c.run(ctx, []string{"vgchange", "--lockstart", vg})
+		_, err = c.run(ctx, argv)
 		if err == nil || KindOf(err) != KindLockspaceStartRetry {
 			return i, err
 		}

@@ -3,6 +3,9 @@ package v1alpha1
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
 )
 
 // LVMVGName is a VG name LVM accepts: letters, digits and + _ . -, not starting with a
@@ -52,4 +55,40 @@ func VGCreateClaimName(vg string) string {
 	}
 	sum := sha256.Sum256([]byte(vg))
 	return VGCreateClaimPrefix + hex.EncodeToString(sum[:16])
+}
+
+// Host ID claims (docs/design.md §7): sanlock's host_id must be unique among the hosts of a
+// lockspace, so the operator allocates each node one (1..MaxHostID) as a coordination Lease
+// named HostIDClaimName(id) in the heartbeat namespace, holderIdentity the node. Creating a
+// Lease of a given name is atomic, so two nodes can never hold one id; the claim outlives
+// reboots and agent restarts and is released only once the node is gone.
+const (
+	// HostIDClaimPrefix starts every host_id claim's name.
+	HostIDClaimPrefix = "sharedlvm-host-id-"
+	// LabelHostIDClaim marks the claims (value "true") so that they can be listed.
+	LabelHostIDClaim = "sharedlvm.io/host-id-claim"
+	// AnnotationLocalHostID, on an agent's heartbeat Lease, is the host_id set in the node's
+	// lvmlocal.conf ("none" when it sets none): the id the node keeps if it is free. The
+	// operator allocates nothing to a node before it says.
+	AnnotationLocalHostID = "sharedlvm.io/local-host-id"
+	// LocalHostIDNone is AnnotationLocalHostID's value for a node without local/host_id.
+	LocalHostIDNone = "none"
+	// MaxHostID is sanlock's largest host_id (lvmlockd's lockspaces have 2000 host slots).
+	MaxHostID = 2000
+)
+
+// HostIDClaimName is the name of the claim of one host_id.
+func HostIDClaimName(id int32) string { return fmt.Sprintf("%s%d", HostIDClaimPrefix, id) }
+
+// HostIDFromClaimName parses a claim's name; ok is false for any other name.
+func HostIDFromClaimName(name string) (int32, bool) {
+	s, found := strings.CutPrefix(name, HostIDClaimPrefix)
+	if !found {
+		return 0, false
+	}
+	id, err := strconv.Atoi(s)
+	if err != nil || id < 1 || id > MaxHostID || strconv.Itoa(id) != s {
+		return 0, false
+	}
+	return int32(id), true
 }

@@ -127,7 +127,7 @@ type FailedHost struct {
 
 // LockspaceReason says, in a node's lockspace entry, why the lockspace is not started or
 // what the node's last VG operation ran into.
-// +kubebuilder:validation:Enum=Started;Joining;VGNotFound;VGCreateFailed;WaitingForVGCreateClaim;LockstartFailed;HostIDConflict;SanlockNotAnswering;HostIDUnknown;ReportFailed;VolumeGroupConflict
+// +kubebuilder:validation:Enum=Started;Joining;VGNotFound;VGCreateFailed;WaitingForVGCreateClaim;LockstartFailed;HostIDConflict;SanlockNotAnswering;HostIDUnknown;WaitingForHostID;ReportFailed;VolumeGroupConflict
 type LockspaceReason string
 
 const (
@@ -142,7 +142,10 @@ const (
 	LockspaceHostIDConflict          LockspaceReason = "HostIDConflict"
 	LockspaceSanlockNotAnswering     LockspaceReason = "SanlockNotAnswering"
 	LockspaceHostIDUnknown           LockspaceReason = "HostIDUnknown"
-	LockspaceReportFailed            LockspaceReason = "ReportFailed"
+	// LockspaceWaitingForHostID: the operator has not allocated this node a host_id yet
+	// (or the node holds several claims): no lockspace starts without exactly one.
+	LockspaceWaitingForHostID LockspaceReason = "WaitingForHostID"
+	LockspaceReportFailed     LockspaceReason = "ReportFailed"
 	// LockspaceVolumeGroupConflict: another, older VolumeGroup claims the same VG name or
 	// one of the same PVs; the agent serves only the older one.
 	LockspaceVolumeGroupConflict LockspaceReason = "VolumeGroupConflict"

@@ -85,6 +85,9 @@ type hostState struct {
 	calls  [][]string
 	up     bool
 	boots  int
+	// localID is the host_id its lvmlocal.conf sets (SetLocalHostID; default the host's id).
+	localID  int
+	hasLocal bool
 }
 
 type vg struct {
@@ -138,6 +141,36 @@ var _ executor.Executor = (*Host)(nil)
 
 // ID is the host's sanlock host_id.
 func (h *Host) ID() int { return h.id }
+
+// SetLocalHostID makes the host's lvmconfig report local/host_id = id (0: none set), as
+// an lvmlocal.conf that disagrees with the host's id would. The host still joins
+// lockspaces only as its own id.
+func (h *Host) SetLocalHostID(id int) {
+	h.c.mu.Lock()
+	defer h.c.mu.Unlock()
+	hs := h.c.hosts[h.id]
+	hs.localID, hs.hasLocal = id, true
+}
+
+// withoutConfig removes `--config X` pairs from argv and returns their key=value settings.
+func withoutConfig(argv []string) ([]string, map[string]string) {
+	var cfg map[string]string
+	out := make([]string, 0, len(argv))
+	for i := 0; i < len(argv); i++ {
+		if argv[i] == "--config" && i+1 < len(argv) {
+			if k, v, ok := strings.Cut(argv[i+1], "="); ok {
+				if cfg == nil {
+					cfg = map[string]string{}
+				}
+				cfg[k] = v
+			}
+			i++
+			continue
+		}
+		out = append(out, argv[i])
+	}
+	return out, cfg
+}
 
 // Calls returns every argv this host ran, in order.
 func (h *Host) Calls() [][]string {
@@ -358,6 +391,11 @@ func (h *Host) run(ctx context.Context, argv []string) (executor.Result, error) 
 	if len(argv) == 0 {
 		return fail(1, "empty"), nil
 	}
+	argv, cfg := withoutConfig(argv)
+	if want, set := cfg["local/host_id"]; set && want != strconv.Itoa(h.id) {
+		// The model keys a host's lockspace membership by its id: it can only join as that.
+		return fail(5, fmt.Sprintf("  fakelvm: host %d cannot start a lockspace as host_id %s\n", h.id, want)), nil
+	}
 	switch argv[0] {
 	case "lvm":
 		if len(argv) > 1 && argv[1] == "fullreport" {
@@ -380,6 +418,9 @@ func (h *Host) run(ctx context.Context, argv []string) (executor.Result, error) 
 	case "lvmlockctl":
 		return c.lockctl(h.id), nil
 	case "lvmconfig":
+		if hs.hasLocal {
+			return ok(fmt.Sprintf("host_id=%d\n", hs.localID)), nil
+		}
 		return ok(fmt.Sprintf("host_id=%d\n", h.id)), nil
 	case "cat":
 		if len(argv) == 2 && argv[1] == "/proc/sys/kernel/random/boot_id" {

@@ -35,6 +35,9 @@ type Config struct {
 	Name string
 	// Hosts to boot, with sanlock host_ids 1..Hosts.
 	Hosts int
+	// LocalHostIDs, when set, is the host_id each host's lvmlocal.conf sets instead (0: none),
+	// to show what the agent does with misconfigured nodes.
+	LocalHostIDs []int
 	// LUNs shared by every host (/dev/vda, /dev/vdb, ... in the guests), each LUNSize bytes.
 	LUNs    int
 	LUNSize int64
@@ -70,6 +73,14 @@ type Bed struct {
 	// sockDir holds the virtio-serial sockets: a unix socket path must stay under 108
 	// bytes, which a run directory named after a long test does not.
 	sockDir string
+}
+
+// localHostID is the host_id the guest's lvmlocal.conf sets.
+func (h *Host) localHostID() int {
+	if i := h.ID - 1; i < len(h.bed.Config.LocalHostIDs) {
+		return h.bed.Config.LocalHostIDs[i]
+	}
+	return h.ID
 }
 
 // Host is one VM: a node of the shared VG.
@@ -258,7 +269,7 @@ func (h *Host) Boot(ctx context.Context) error {
 		"-display", "none", "-monitor", "none", "-serial", "file:" + h.Console, "-no-reboot", "-nic", nic,
 		"-kernel", filepath.Join(h.bed.image, "vmlinuz"), "-initrd", filepath.Join(h.bed.image, "initrd.gz"),
 		"-append", fmt.Sprintf("console=ttyS0 quiet panic=-1 sharedlvm.guestd=%s sharedlvm.hostid=%d sharedlvm.iot=%d sharedlvm.daemons=%s sharedlvm.name=%s",
-			h.bed.guest, h.ID, cfg.IOTimeout, daemons, h.Name),
+			h.bed.guest, h.localHostID(), cfg.IOTimeout, daemons, h.Name),
 		"-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
 		"-device", "virtio-serial",
 		"-chardev", fmt.Sprintf("socket,id=c0,path=%s,server=on,wait=off", h.sock),

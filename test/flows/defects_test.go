@@ -296,8 +296,10 @@ var _ = Describe("Defects of #14", Ordered, func() {
 	It("5. runs exactly one vgcreate when two agents are told to create at the same instant (50 times)", func() {
 		newAgent := func(n int) *agent.VolumeGroupAgent {
 			name := fmt.Sprintf("node-%d", n)
-			return &agent.VolumeGroupAgent{Client: k8s, APIReader: k8s, Node: agent.NewNode(name, storage.Host(n)), Recorder: &events.FakeRecorder{},
-				Claim: &agent.VGCreateClaim{Client: k8s, Reader: k8s, Namespace: heartbeat.DefaultNamespace, Node: name}}
+			node := agent.NewNode(name, storage.Host(n))
+			return &agent.VolumeGroupAgent{Client: k8s, APIReader: k8s, Node: node, Recorder: &events.FakeRecorder{},
+				Claim:   &agent.VGCreateClaim{Client: k8s, Reader: k8s, Namespace: heartbeat.DefaultNamespace, Node: name},
+				HostIDs: &agent.HostIDs{Reader: k8s, Namespace: heartbeat.DefaultNamespace, Node: node}}
 		}
 		agents := []*agent.VolumeGroupAgent{newAgent(1), newAgent(2)}
 		for i := range 50 {

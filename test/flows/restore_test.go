@@ -117,7 +117,7 @@ var _ = Describe("node reboot: locks restored before workloads start", Ordered, 
 			}
 		}
 		Expect(len(lockCalls)).To(BeNumerically(">=", 3))
-		Expect(lockCalls[0]).To(Equal("vgchange --lockstart vg1"))
+		Expect(lockCalls[0]).To(Equal("vgchange --config local/host_id=1 --lockstart vg1"), "the lockspace starts with the allocated host_id")
 		Expect(lockCalls[1:3]).To(ConsistOf("lvchange -aey vg1/r1 vg1/r2", "lvchange -asy vg1/r3"))
 
 		By("then the waiting attachment proceeds")

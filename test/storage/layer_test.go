@@ -33,13 +33,13 @@ func TestSharedLVMLayer(t *testing.T) {
 
 	ok := t.Run("shared VG and lockspaces on both hosts", func(t *testing.T) {
 		if err := tm.time("vgcreate --shared (3 PVs, starts lockspace on host1)", func() error {
-			return a.LVM.CreateSharedVG(ctx, vg, []string{"/dev/vda", "/dev/vdb", "/dev/vdc"})
+			return a.LVM.CreateSharedVG(ctx, vg, []string{"/dev/vda", "/dev/vdb", "/dev/vdc"}, int32(a.ID))
 		}); err != nil {
 			t.Fatal(err)
 		}
 		var attempts int
 		if err := tm.time("vgchange --lockstart on host2 (with retries)", func() (err error) {
-			attempts, err = b.LVM.Lockstart(ctx, vg)
+			attempts, err = b.LVM.Lockstart(ctx, vg, int32(b.ID))
 			return err
 		}); err != nil {
 			t.Fatal(err)
@@ -319,7 +319,7 @@ func TestSharedLVMLayer(t *testing.T) {
 		mustNoLease(ctx, t, b, vg, uuid)
 		var attempts int
 		if err := tm.time("lockstart after an unclean shutdown", func() (err error) {
-			attempts, err = b.LVM.Lockstart(ctx, vg)
+			attempts, err = b.LVM.Lockstart(ctx, vg, int32(b.ID))
 			return err
 		}); err != nil {
 			t.Fatal(err)
