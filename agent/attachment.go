@@ -14,6 +14,7 @@ import (
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/internal/retry"
 	"github.com/sharedlvm/sharedlvm-operator/internal/statusutil"
 	"github.com/sharedlvm/sharedlvm-operator/metrics"
 )
@@ -184,7 +185,7 @@ func (r *AttachmentAgent) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1.VolumeAttachment{}).
 		// Different LVs in parallel (lvchange of distinct LVs does not conflict); one LV's
 		// changes stay serialized by the per-LV lock.
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4, RateLimiter: retry.Limiter()}).
 		Named("agent-attachment").
 		Complete(r)
 }

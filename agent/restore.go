@@ -73,6 +73,9 @@ func (r *Restorer) Start(ctx context.Context) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 30*time.Second)
+		if _, waitingForID := err.(*HostIDProblem); waitingForID {
+			backoff = time.Second // the operator allocates within a second of the heartbeat
+		}
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/internal/retry"
 	"github.com/sharedlvm/sharedlvm-operator/internal/statusutil"
 	"github.com/sharedlvm/sharedlvm-operator/metrics"
 )
@@ -152,7 +153,7 @@ func (r *VolumeAgent) SetupWithManager(mgr ctrl.Manager) error {
 		// node's other volumes, and creates finishing together share one report (8 creates
 		// per report in a burst). Metadata changes stay serialized per VG in the LVM
 		// client, and one volume's work per LV lock.
-		WithOptions(controller.Options{MaxConcurrentReconciles: 8}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 8, RateLimiter: retry.Limiter()}).
 		Named("agent-volume").
 		Complete(r)
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/sharedlvm/sharedlvm-operator/agent/sanlock"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
+	"github.com/sharedlvm/sharedlvm-operator/internal/retry"
 	"github.com/sharedlvm/sharedlvm-operator/internal/statusutil"
 )
 
@@ -651,7 +652,7 @@ func (r *VolumeGroupAgent) SetupWithManager(mgr ctrl.Manager) error {
 	}}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1.VolumeGroup{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, createAssigned))).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4, RateLimiter: retry.Limiter()}).
 		Named("agent-volumegroup").
 		Complete(r)
 }

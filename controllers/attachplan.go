@@ -30,6 +30,16 @@ const (
 	ReasonHostLostLockspace AttachReason = "HostLostLockspace"
 )
 
+// Warns: the reason is a refusal or a fault the user should hear of (an Event when the
+// attachment's Ready condition turns to it), not a step of normal progress.
+func (r AttachReason) Warns() bool {
+	switch r {
+	case ReasonVolumeNotFound, ReasonVolumeDeleting, ReasonNodeNotReady, ReasonMultiAttachNotAllowed, ReasonWaitingForDeadHost, ReasonHostLostLockspace:
+		return true
+	}
+	return false
+}
+
 // NodeProblemKind says why a node cannot take a new lock on a volume's VG now.
 type NodeProblemKind int
 

@@ -14,6 +14,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -22,6 +23,7 @@ import (
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
+	"github.com/sharedlvm/sharedlvm-operator/internal/retry"
 )
 
 // DefaultHostIDReleaseGrace: a node without a Node object keeps its host_id until its
@@ -165,5 +167,6 @@ func (r *HostIDReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			CreateFunc: func(event.CreateEvent) bool { return false }, UpdateFunc: func(event.UpdateEvent) bool { return false },
 			DeleteFunc: func(event.DeleteEvent) bool { return true }, GenericFunc: func(event.GenericEvent) bool { return false },
 		})).
+		WithOptions(controller.Options{RateLimiter: retry.Limiter()}).
 		Complete(r)
 }

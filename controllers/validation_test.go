@@ -217,12 +217,14 @@ spec: {volumeGroup: vg1, size: 1Gi, source: {volume: %s}}`, want: "spec.source n
 			if tc.update == nil {
 				Expect(err).To(HaveOccurred(), "object was accepted")
 				Expect(err.Error()).To(ContainSubstring(tc.want))
+				Expect(err.Error()).To(MatchRegexp(`(spec\.[a-zA-Z]+|metadata\.name)`), "the message names the field")
 				return
 			}
 			Expect(err).NotTo(HaveOccurred(), "the valid starting object must be accepted")
 			err = updateFresh(u, tc.update)
 			Expect(err).To(HaveOccurred(), "update was accepted")
 			Expect(err.Error()).To(ContainSubstring(tc.want))
+			Expect(err.Error()).To(MatchRegexp(`spec\.[a-zA-Z]+`), "the message names the field")
 		})
 	}
 

@@ -79,7 +79,7 @@ func PlanVolumeGroup(f VGFacts, now time.Time) VGPlan {
 	}
 	if f.SelectorErr != nil {
 		return VGPlan{NodesReady: vg.Status.NodesReady, CreateNode: vg.Status.CreateNode, Conditions: []VGCondition{
-			{Type: v1.ConditionReady, Reason: ReasonInvalidNodeSelector, Message: fmt.Sprintf("spec.nodeSelector is invalid: %v", f.SelectorErr)},
+			{Type: v1.ConditionReady, Reason: ReasonInvalidNodeSelector, Event: ReasonInvalidNodeSelector, Message: fmt.Sprintf("spec.nodeSelector is invalid: %v", f.SelectorErr)},
 		}}
 	}
 	var p VGPlan
@@ -140,7 +140,7 @@ func PlanVolumeGroup(f VGFacts, now time.Time) VGPlan {
 
 	switch {
 	case len(f.Selected) == 0:
-		p.Conditions = append(p.Conditions, VGCondition{Type: v1.ConditionLockspaceReady, Reason: ReasonNoNodes,
+		p.Conditions = append(p.Conditions, VGCondition{Type: v1.ConditionLockspaceReady, Reason: ReasonNoNodes, Event: ReasonNoNodes,
 			Message: "no node matches spec.nodeSelector: label the nodes that see the LUN, or fix the selector"})
 	case len(missing) > 0:
 		sort.Strings(missing)

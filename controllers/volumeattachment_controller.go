@@ -13,6 +13,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -22,6 +23,7 @@ import (
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
+	"github.com/sharedlvm/sharedlvm-operator/internal/retry"
 	"github.com/sharedlvm/sharedlvm-operator/internal/statusutil"
 )
 
@@ -102,8 +104,10 @@ func (r *VolumeAttachmentReconciler) reconcile(ctx context.Context, req ctrl.Req
 		r.Recorder.Eventf(&att, nil, corev1.EventTypeNormal, "LockPlanned", "PlanLock",
 			"node %s should now hold volume %s %s (was %s)", att.Spec.Node, att.Spec.Volume, st.DesiredLock, orig.Status.DesiredLock.OrNone())
 	}
-	if plan.Reason == ReasonHostLostLockspace && readyReason(orig) != string(ReasonHostLostLockspace) {
-		r.Recorder.Eventf(&att, nil, corev1.EventTypeWarning, string(ReasonHostLostLockspace), "PlanLock", "%s", plan.Message)
+	if plan.Reason.Warns() && readyReason(orig) != string(plan.Reason) {
+		// What keeps the attachment from proceeding is said once as an Event too (the
+		// condition keeps saying it).
+		r.Recorder.Eventf(&att, nil, corev1.EventTypeWarning, string(plan.Reason), "PlanLock", "%s", plan.Message)
 	}
 	return res, r.Status().Patch(ctx, &att, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 }
@@ -252,5 +256,6 @@ func (r *VolumeAttachmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return requestsFor(ctx, mgr.GetClient(), &v1.VolumeAttachmentList{}, client.MatchingFields{IndexAttachmentNode: *l.Spec.HolderIdentity})
 		}), builder.WithPredicates(heartbeat.Revived())).
 		Named("volumeattachment").
+		WithOptions(controller.Options{RateLimiter: retry.Limiter()}).
 		Complete(r)
 }

@@ -16,6 +16,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -25,6 +26,7 @@ import (
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
+	"github.com/sharedlvm/sharedlvm-operator/internal/retry"
 	"github.com/sharedlvm/sharedlvm-operator/internal/statusutil"
 )
 
@@ -249,5 +251,6 @@ func (r *VolumeGroupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			DeleteFunc: func(event.DeleteEvent) bool { return true }, GenericFunc: func(event.GenericEvent) bool { return false },
 		})).
 		Named("volumegroup").
+		WithOptions(controller.Options{RateLimiter: retry.Limiter()}).
 		Complete(r)
 }

@@ -150,6 +150,9 @@ func PlanVolume(f VolumeFacts, now time.Time) VolumePlan {
 		}
 		if p.Executor == "" {
 			p.warn(v1.ConditionReady, "NoReadyNode", "Provision", fmt.Sprintf("no node has started the lockspace of VG %s (check `kubectl get svg %s`: are the agents running and does spec.nodeSelector select them?)", vg.Spec.VGName, vg.Name))
+			// A node becoming able to work (its boot restore done) is no event of this
+			// controller's: look again soon.
+			p.Requeue = NoReadyNodeRecheck
 		}
 	}
 
@@ -202,11 +205,14 @@ func PlanVolume(f VolumeFacts, now time.Time) VolumePlan {
 			p.set(v1.ConditionReady, true, string(p.Phase), msg)
 		}
 	}
-	if needCreate || needExtend || needMove || needMigrate || retiring {
+	if (needCreate || needExtend || needMove || needMigrate || retiring) && p.Requeue == 0 {
 		p.Requeue = 30 * time.Second
 	}
 	return p
 }
+
+// NoReadyNodeRecheck is how soon a volume whose work no node can take is looked at again.
+const NoReadyNodeRecheck = 5 * time.Second
 
 func inUseOr(holders []string) v1.VolumePhase {
 	if len(holders) > 0 {

@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
@@ -216,6 +217,36 @@ type Tracker struct {
 	mu    sync.RWMutex
 	beats map[string]Beat // by node
 	names map[string]string
+	// reg is the informer handler's registration: until it has seen the initial list, a
+	// reader would find no heartbeat at all and judge every agent down (a controller can
+	// start before its informer's handlers have caught up: seen when a new leader
+	// reconciled a volume at once and left it Pending with NoReadyNode).
+	reg    toolscache.ResourceEventHandlerRegistration
+	synced atomic.Bool
+}
+
+// TrackerSyncTimeout bounds how long a reader waits for the tracker's initial list.
+const TrackerSyncTimeout = 30 * time.Second
+
+// waitSynced blocks until the tracker holds the informer's initial list (at most
+// TrackerSyncTimeout; a tracker fed by Set or List is synced).
+func (t *Tracker) waitSynced() {
+	if t.synced.Load() {
+		return
+	}
+	t.mu.RLock()
+	reg := t.reg
+	t.mu.RUnlock()
+	if reg == nil {
+		return
+	}
+	deadline := time.Now().Add(TrackerSyncTimeout)
+	for !reg.HasSynced() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if reg.HasSynced() {
+		t.synced.Store(true)
+	}
 }
 
 // NewTracker returns an empty tracker; Register feeds it.
@@ -228,7 +259,7 @@ func (t *Tracker) Register(ctx context.Context, c cache.Cache) error {
 	if err != nil {
 		return err
 	}
-	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { t.Observe(o) },
 		UpdateFunc: func(_, o any) { t.Observe(o) },
 		DeleteFunc: func(o any) {
@@ -245,7 +276,13 @@ func (t *Tracker) Register(ctx context.Context, c cache.Cache) error {
 			}
 		},
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.reg = reg
+	t.mu.Unlock()
+	return nil
 }
 
 // Observe records the heartbeat of a Lease object (the informer does; so do watch handlers,
@@ -297,6 +334,7 @@ func (t *Tracker) Get(node string) (Beat, bool) {
 	if t == nil {
 		return Beat{}, false
 	}
+	t.waitSynced()
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	b, ok := t.beats[node]

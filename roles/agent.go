@@ -53,6 +53,9 @@ func NewAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) (manager.Ma
 		return nil, errors.New("agent: no command executor")
 	}
 	cfg = withRateLimits(cfg, o.QPS, o.Burst, DefaultAgentQPS, DefaultAgentBurst)
+	if err := waitForAPI(ctx, cfg, "agent"); err != nil {
+		return nil, err
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},

@@ -17,9 +17,11 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
@@ -58,9 +60,12 @@ const (
 
 // startAgent runs the real agent for a node over the model, with exec wrapping the model
 // host when a test needs to intercept commands.
-func startAgent(node string, exec executor.Executor) {
+func startAgent(node string, exec executor.Executor) { startAgentVia(node, exec, env.Config) }
+
+// startAgentVia runs the agent with its own apiserver config (a faults.Proxy's).
+func startAgentVia(node string, exec executor.Executor, cfg *rest.Config) {
 	actx, acancel := context.WithCancel(ctx)
-	mgr, err := roles.NewAgent(actx, env.Config, roles.AgentOptions{
+	mgr, err := roles.NewAgent(actx, cfg, roles.AgentOptions{
 		NodeName: node, MetricsAddr: "0", ProbeAddr: "0", Executor: exec, ReportInterval: 2 * time.Second,
 	})
 	Expect(err).NotTo(HaveOccurred())
@@ -100,19 +105,30 @@ func waitStopped(name string) {
 }
 
 func startOperator() {
+	startOperatorVia("operator", env.Config, roles.OperatorOptions{MetricsAddr: metricsAddr, ProbeAddr: "0"})
+}
+
+// startOperatorVia runs an operator named name (for stop and crash) with its own apiserver
+// config and options; it returns the manager (whose Elected channel says when it leads).
+func startOperatorVia(name string, cfg *rest.Config, o roles.OperatorOptions) manager.Manager {
 	octx, ocancel := context.WithCancel(ctx)
-	mgr, err := roles.NewOperator(octx, env.Config, roles.OperatorOptions{MetricsAddr: metricsAddr, ProbeAddr: "0"})
+	mgr, err := roles.NewOperator(octx, cfg, o)
 	Expect(err).NotTo(HaveOccurred())
 	done := make(chan struct{})
 	go func() {
 		defer GinkgoRecover()
 		defer close(done)
-		Expect(mgr.Start(octx)).To(Succeed())
+		// A killed leader (its connections cut, then stopped) may end with "leader election
+		// lost": what matters is that it stopped when told to.
+		if err := mgr.Start(octx); octx.Err() == nil {
+			Expect(err).To(Succeed())
+		}
 	}()
 	procMu.Lock()
-	procs["operator"] = func() { ocancel(); <-done }
-	crashes["operator"], dones["operator"] = ocancel, done
+	procs[name] = func() { ocancel(); <-done }
+	crashes[name], dones[name] = ocancel, done
 	procMu.Unlock()
+	return mgr
 }
 
 // stop kills a running operator or agent (its in-flight work is abandoned mid-way).

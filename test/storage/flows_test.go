@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -42,6 +43,31 @@ type cluster struct {
 	// product's default (each report takes the VG lock shared for ~0.2 s on this bed, which
 	// a metadata change on another host then waits for).
 	reportInterval time.Duration
+	// procCfg, when set, gives each process ("operator" or a node name) its apiserver config
+	// (the chaos tier's per-process proxies).
+	procCfg func(name string) *rest.Config
+}
+
+func (cl *cluster) config(name string) *rest.Config {
+	if cl.procCfg != nil {
+		return cl.procCfg(name)
+	}
+	return cl.env.Config
+}
+
+// startOperator runs the operator (again: the old one is stopped first).
+func (cl *cluster) startOperator() {
+	cl.t.Helper()
+	if stop := cl.agents["operator"]; stop != nil {
+		stop()
+	}
+	octx, cancel := context.WithCancel(cl.ctx)
+	op, err := roles.NewOperator(octx, cl.config("operator"), roles.OperatorOptions{MetricsAddr: "0", ProbeAddr: "0"})
+	if err != nil {
+		cl.t.Fatal(err)
+	}
+	go func() { _ = op.Start(octx) }()
+	cl.agents["operator"] = cancel
 }
 
 // startAgent runs the real agent for a bed host (again, after a reboot: the old agent
@@ -52,7 +78,7 @@ func (cl *cluster) startAgent(n *node) {
 		stop()
 	}
 	actx, cancel := context.WithCancel(cl.ctx)
-	mgr, err := roles.NewAgent(actx, cl.env.Config, roles.AgentOptions{NodeName: n.Name, MetricsAddr: "0", ProbeAddr: "0", Executor: n.Host, ReportInterval: cmp.Or(cl.reportInterval, 2*time.Second)})
+	mgr, err := roles.NewAgent(actx, cl.config(n.Name), roles.AgentOptions{NodeName: n.Name, MetricsAddr: "0", ProbeAddr: "0", Executor: n.Host, ReportInterval: cmp.Or(cl.reportInterval, 2*time.Second)})
 	if err != nil {
 		cl.t.Fatal(err)
 	}
@@ -66,6 +92,12 @@ func startCluster(t *testing.T, bed *testbed.Bed) *cluster {
 
 // startClusterWith starts the cluster with the agents' report interval (0: 2 s).
 func startClusterWith(t *testing.T, bed *testbed.Bed, reportInterval time.Duration) *cluster {
+	return startClusterVia(t, bed, reportInterval, nil)
+}
+
+// startClusterVia starts the cluster with each process's apiserver config from procCfg
+// (nil: straight to the apiserver).
+func startClusterVia(t *testing.T, bed *testbed.Bed, reportInterval time.Duration, procCfg func(*envtestutil.Env, string) *rest.Config) *cluster {
 	t.Helper()
 	// Controller logs go to a file beside the VM logs: t.Log after the test ends would panic.
 	// controller-runtime's root logger is fulfilled once per process, so every test's agents
@@ -91,17 +123,16 @@ func startClusterWith(t *testing.T, bed *testbed.Bed, reportInterval time.Durati
 		t.Fatal(err)
 	}
 	cl := &cluster{t: t, env: env, c: c, ctx: ctx, nodes: nodes(bed), agents: map[string]context.CancelFunc{}, reportInterval: reportInterval}
+	if procCfg != nil {
+		cl.procCfg = func(name string) *rest.Config { return procCfg(env, name) }
+	}
 	for _, n := range cl.nodes {
 		if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{"san": "lun0"}}}); err != nil {
 			t.Fatal(err)
 		}
 		cl.startAgent(n)
 	}
-	op, err := roles.NewOperator(ctx, env.Config, roles.OperatorOptions{MetricsAddr: "0", ProbeAddr: "0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = op.Start(ctx) }()
+	cl.startOperator()
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "cloud"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -453,7 +484,9 @@ func (cl *cluster) detach(name string) {
 func (cl *cluster) powerCycle(n *node) string {
 	cl.t.Helper()
 	n.Kill()
-	cl.agents[n.Name]()
+	if stop := cl.agents[n.Name]; stop != nil {
+		stop()
+	}
 	if err := n.Boot(cl.ctx); err != nil {
 		cl.t.Fatal(err)
 	}

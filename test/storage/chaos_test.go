@@ -1,0 +1,542 @@
+//go:build storage
+
+package storage
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/internal/envtestutil"
+	"github.com/sharedlvm/sharedlvm-operator/internal/testbed"
+	"github.com/sharedlvm/sharedlvm-operator/test/faults"
+)
+
+// The chaos tier (#16 §1): random faults at random moments of real work on the VM bed, then
+// invariants read from the hosts themselves. SHAREDLVM_CHAOS_ROUNDS sets the rounds (default
+// 50: every fault kind, resets rarest as each costs sanlock's unclean-rejoin time),
+// SHAREDLVM_CHAOS_SEED replays a run.
+
+// fault kinds, each recovered as production would.
+const (
+	faultAgent     = "agent SIGKILL (DaemonSet restarts it)"
+	faultOperator  = "operator SIGKILL (Deployment restarts it)"
+	faultLvmlockd  = "lvmlockd SIGKILL (restarted with -A 1)"
+	faultAPIServer = "apiserver unreachable 30-60 s"
+	faultReset     = "VM hard reset"
+	faultSanlock   = "sanlock SIGKILL (watchdog resets the VM)"
+)
+
+// chaosSchedule returns the faults of n rounds: every kind at least once from 6 rounds on,
+// in proportions that keep 50 rounds near 15 minutes (a reset costs ~100 s of sanlock
+// rejoin after an unclean shutdown), shuffled.
+func chaosSchedule(n int, rng *rand.Rand) []string {
+	counts := map[string]int{faultReset: 1, faultSanlock: 1, faultAPIServer: max(1, n/12), faultLvmlockd: max(1, n/5), faultOperator: max(1, n/4)}
+	var out []string
+	for _, k := range []string{faultReset, faultSanlock, faultAPIServer, faultLvmlockd, faultOperator} {
+		for range counts[k] {
+			if len(out) < n {
+				out = append(out, k)
+			}
+		}
+	}
+	for len(out) < n {
+		out = append(out, faultAgent)
+	}
+	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+type chaosVol struct {
+	name   string
+	uid    string
+	sum    string // md5 of its first MiB, once written ("" before)
+	sizeMi int64
+	// atts: node → attachment name, in the order attached.
+	atts  []string
+	nodes []string
+}
+
+type chaos struct {
+	*cluster
+	t      *testing.T
+	rng    *rand.Rand
+	api    *faults.Proxy // the apiserver's network: every process goes through it
+	apiCfg *rest.Config
+	mu     sync.Mutex
+	proc   map[string]*faults.Proxy // each process's own connections
+	vols   []*chaosVol
+	next   int
+	// figures
+	byKindStep map[string]int
+	recover    []time.Duration
+	verified   int
+	boots      map[string]string // node → boot ID after a reset
+}
+
+func envInt(name string, def int) int {
+	if s := os.Getenv(name); s != "" {
+		if v, err := strconv.Atoi(s); err == nil {
+			return v
+		}
+	}
+	return def
+}
+
+func TestChaosOnRealSharedLVM(t *testing.T) {
+	rounds := envInt("SHAREDLVM_CHAOS_ROUNDS", 50)
+	seed := int64(envInt("SHAREDLVM_CHAOS_SEED", int(time.Now().UnixNano()%1_000_000_007)))
+	t.Logf("chaos: %d rounds, seed %d (replay with SHAREDLVM_CHAOS_SEED=%d SHAREDLVM_CHAOS_ROUNDS=%d)", rounds, seed, seed, rounds)
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x5eed))
+	bed := newBed(t, testbed.Config{Hosts: 2, LUNs: 1, LUNSize: 2 << 30, IOTimeout: 3})
+	ch := &chaos{t: t, rng: rng, proc: map[string]*faults.Proxy{}, byKindStep: map[string]int{}, boots: map[string]string{}}
+	cl := startClusterVia(t, bed, 0, func(env *envtestutil.Env, name string) *rest.Config {
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		if ch.api == nil {
+			p, cfg, err := faults.ForConfig(env.Config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ch.api, ch.apiCfg = p, cfg
+		}
+		// The process's own connections, through the apiserver's network.
+		p, cfg, err := faults.ForConfig(ch.apiCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if old := ch.proc[name]; old != nil {
+			old.Close()
+		}
+		ch.proc[name] = p
+		return cfg
+	})
+	ch.cluster = cl
+	start := time.Now()
+	cl.createVG()
+	t.Logf("VG created, both lockspaces started in %.1fs", time.Since(start).Seconds())
+
+	schedule := chaosSchedule(rounds, rng)
+	t0 := time.Now()
+	for i, fault := range schedule {
+		step := ch.pickStep()
+		ch.byKindStep[fault+" | "+step]++
+		rs := time.Now()
+		ch.issue(step)
+		time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond)
+		recovered := ch.inject(fault)
+		settled := ch.settle(fmt.Sprintf("round %d (%s during %s)", i+1, fault, step), recovered)
+		ch.recover = append(ch.recover, settled)
+		ch.writeNew()
+		ch.check(fmt.Sprintf("round %d (%s during %s)", i+1, fault, step))
+		t.Logf("round %d/%d: %s during %s: settled %.1fs after recovery (round %.1fs)", i+1, rounds, fault, step, settled.Seconds(), time.Since(rs).Seconds())
+	}
+	ch.report(rounds, time.Since(t0))
+}
+
+// pickStep chooses a piece of work that applies to the current volumes.
+func (ch *chaos) pickStep() string {
+	var steps []string
+	live := 0
+	for _, v := range ch.vols {
+		live++
+		switch len(v.nodes) {
+		case 0:
+			steps = append(steps, "attach", "extend", "delete")
+		case 1:
+			steps = append(steps, "live migration (ex→sh)", "detach", "extend")
+			if v.sum != "" {
+				steps = append(steps, "clone")
+			}
+		case 2:
+			steps = append(steps, "migration done (sh→ex)")
+		}
+	}
+	if live < 5 {
+		steps = append(steps, "create", "create")
+	}
+	return steps[ch.rng.IntN(len(steps))]
+}
+
+func (ch *chaos) pickVol(pred func(*chaosVol) bool) *chaosVol {
+	var c []*chaosVol
+	for _, v := range ch.vols {
+		if pred(v) {
+			c = append(c, v)
+		}
+	}
+	return c[ch.rng.IntN(len(c))]
+}
+
+func (ch *chaos) nodeNames() []string {
+	var out []string
+	for _, n := range ch.nodes {
+		out = append(out, n.Name)
+	}
+	return out
+}
+
+// issue starts a step through the API (as Cinder and Nova would) without waiting for it.
+func (ch *chaos) issue(step string) {
+	ctx, c := ch.ctx, ch.c
+	must := func(err error) {
+		if err != nil {
+			ch.t.Fatalf("%s: %v", step, err)
+		}
+	}
+	newVol := func(spec v1.SharedVolumeSpec, sizeMi int64) *chaosVol {
+		ch.next++
+		v := &chaosVol{name: fmt.Sprintf("chaos-%03d", ch.next), sizeMi: sizeMi}
+		spec.VolumeGroup, spec.Size = "cinder", resource.MustParse(fmt.Sprintf("%dMi", sizeMi))
+		obj := &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: v.name}, Spec: spec}
+		must(c.Create(ctx, obj))
+		v.uid = string(obj.UID)
+		ch.vols = append(ch.vols, v)
+		return v
+	}
+	attach := func(v *chaosVol, node string, purpose v1.AttachmentPurpose) {
+		name := v.name + "-" + node
+		must(c.Create(ctx, &v1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: name},
+			Spec: v1.VolumeAttachmentSpec{Volume: v1.ObjectName(v.name), Node: v1.ObjectName(node), Purpose: purpose}}))
+		v.atts, v.nodes = append(v.atts, name), append(v.nodes, node)
+	}
+	detach := func(v *chaosVol, i int) {
+		must(client.IgnoreNotFound(c.Delete(ctx, &v1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: v.atts[i]}})))
+		v.atts, v.nodes = slices.Delete(v.atts, i, i+1), slices.Delete(v.nodes, i, i+1)
+	}
+	switch step {
+	case "create":
+		newVol(v1.SharedVolumeSpec{}, 8)
+	case "attach":
+		v := ch.pickVol(func(v *chaosVol) bool { return len(v.nodes) == 0 })
+		attach(v, ch.nodeNames()[ch.rng.IntN(len(ch.nodes))], v1.PurposeInstance)
+	case "live migration (ex→sh)":
+		v := ch.pickVol(func(v *chaosVol) bool { return len(v.nodes) == 1 })
+		for _, n := range ch.nodeNames() {
+			if n != v.nodes[0] {
+				attach(v, n, v1.PurposeMigrationTarget)
+				break
+			}
+		}
+	case "migration done (sh→ex)":
+		detach(ch.pickVol(func(v *chaosVol) bool { return len(v.nodes) == 2 }), 0)
+	case "detach":
+		detach(ch.pickVol(func(v *chaosVol) bool { return len(v.nodes) == 1 }), 0)
+	case "extend":
+		v := ch.pickVol(func(v *chaosVol) bool { return len(v.nodes) < 2 })
+		var obj v1.SharedVolume
+		must(c.Get(ctx, client.ObjectKey{Namespace: "cloud", Name: v.name}, &obj))
+		v.sizeMi += 8
+		obj.Spec.Size = resource.MustParse(fmt.Sprintf("%dMi", v.sizeMi))
+		must(c.Update(ctx, &obj))
+	case "clone":
+		src := ch.pickVol(func(v *chaosVol) bool { return len(v.nodes) == 1 && v.sum != "" })
+		clone := newVol(v1.SharedVolumeSpec{Source: &v1.VolumeSource{Volume: v1.ObjectName(src.name)}}, src.sizeMi)
+		clone.sum = src.sum
+	case "delete":
+		v := ch.pickVol(func(v *chaosVol) bool { return len(v.nodes) == 0 })
+		must(client.IgnoreNotFound(c.Delete(ctx, &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: v.name}})))
+		ch.vols = slices.DeleteFunc(ch.vols, func(x *chaosVol) bool { return x == v })
+	default:
+		ch.t.Fatalf("unknown step %q", step)
+	}
+}
+
+// kill ends a process abruptly: its connections die first (no last write), then it stops.
+func (ch *chaos) kill(name string) {
+	ch.mu.Lock()
+	p := ch.proc[name]
+	ch.mu.Unlock()
+	if p != nil {
+		p.Cut()
+	}
+	if stop := ch.agents[name]; stop != nil {
+		stop()
+		delete(ch.agents, name)
+	}
+}
+
+// inject applies a fault and its recovery, returning when the recovery action was taken.
+func (ch *chaos) inject(fault string) time.Time {
+	ctx := ch.ctx
+	n := ch.nodes[ch.rng.IntN(len(ch.nodes))]
+	switch fault {
+	case faultAgent:
+		ch.kill(n.Name)
+		time.Sleep(time.Duration(500+ch.rng.IntN(2500)) * time.Millisecond)
+		ch.startAgent(n)
+	case faultOperator:
+		ch.kill("operator")
+		time.Sleep(time.Duration(500+ch.rng.IntN(2500)) * time.Millisecond)
+		ch.startOperator()
+	case faultLvmlockd:
+		pid := strings.TrimSpace(run(ctx, ch.t, n, "cat", "/run/lvmlockd.pid"))
+		run(ctx, ch.t, n, "busybox", "kill", "-9", pid)
+		time.Sleep(time.Duration(200+ch.rng.IntN(1800)) * time.Millisecond)
+		// As a node's init restarts it: adopting the locks the dead one held.
+		run(ctx, ch.t, n, "lvmlockd", "-o", "3", "-A", "1")
+	case faultAPIServer:
+		ch.api.Cut()
+		time.Sleep(time.Duration(30+ch.rng.IntN(31)) * time.Second)
+		if err := ch.api.Restore(); err != nil {
+			ch.t.Fatal(err)
+		}
+	case faultReset, faultSanlock:
+		if fault == faultSanlock {
+			pid := strings.TrimSpace(run(ctx, ch.t, n, "cat", "/run/sanlock/sanlock.pid"))
+			run(ctx, ch.t, n, "busybox", "kill", "-9", pid)
+			time.Sleep(time.Second) // the watchdog's reset follows
+		}
+		ch.kill(n.Name)
+		ch.boots[n.Name] = ch.powerCycle(n)
+		ch.startAgent(n)
+	default:
+		ch.t.Fatalf("unknown fault %q", fault)
+	}
+	return time.Now()
+}
+
+// settle waits until every volume and attachment is where its spec says (Ready), failing
+// with the objects that are not, and their conditions, after the bound.
+func (ch *chaos) settle(round string, from time.Time) time.Duration {
+	bound := 3 * time.Minute
+	if strings.Contains(round, "reset") {
+		bound = 6 * time.Minute // sanlock's rejoin after an unclean shutdown: ~100 s here
+	}
+	var last string
+	for time.Since(from) < bound {
+		last = ch.unsettled()
+		if last == "" {
+			return time.Since(from)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	ch.t.Fatalf("%s: not settled %s after recovery: %s", round, bound, last)
+	return 0
+}
+
+func (ch *chaos) unsettled() string {
+	ctx := ch.ctx
+	var vols v1.SharedVolumeList
+	var atts v1.VolumeAttachmentList
+	if err := ch.c.List(ctx, &vols, client.InNamespace("cloud")); err != nil {
+		return err.Error()
+	}
+	if err := ch.c.List(ctx, &atts, client.InNamespace("cloud")); err != nil {
+		return err.Error()
+	}
+	want := map[string]*chaosVol{}
+	for _, v := range ch.vols {
+		want[v.name] = v
+	}
+	var out []string
+	for _, v := range vols.Items {
+		w, ok := want[v.Name]
+		switch {
+		case !ok:
+			out = append(out, fmt.Sprintf("volume %s still exists (deleting: %v)", v.Name, v.DeletionTimestamp != nil))
+		case v.Status.Phase != v1.VolumeAvailable && v.Status.Phase != v1.VolumeInUse:
+			out = append(out, fmt.Sprintf("volume %s %s %s", v.Name, v.Status.Phase, conds(v.Status.Conditions)))
+		case v.Status.AllocatedSize == nil || v.Status.AllocatedSize.Value() < w.sizeMi<<20:
+			out = append(out, fmt.Sprintf("volume %s allocated %v, want %dMi %s", v.Name, v.Status.AllocatedSize, w.sizeMi, conds(v.Status.Conditions)))
+		}
+		delete(want, v.Name)
+	}
+	for name := range want {
+		out = append(out, "volume "+name+" missing")
+	}
+	wantAtt := map[string]bool{}
+	for _, v := range ch.vols {
+		for _, a := range v.atts {
+			wantAtt[a] = true
+		}
+	}
+	for _, a := range atts.Items {
+		switch {
+		case !wantAtt[a.Name]:
+			out = append(out, fmt.Sprintf("attachment %s still exists", a.Name))
+		case a.Status.Phase != v1.AttachmentAttached || a.Status.AppliedLock != a.Status.DesiredLock:
+			out = append(out, fmt.Sprintf("attachment %s %s applied %q desired %q %s", a.Name, a.Status.Phase, a.Status.AppliedLock, a.Status.DesiredLock, conds(a.Status.Conditions)))
+		}
+		delete(wantAtt, a.Name)
+	}
+	for name := range wantAtt {
+		out = append(out, "attachment "+name+" missing")
+	}
+	// The VolumeGroup is an object too: every node's lockspace started, every node restored
+	// for its current boot.
+	var g v1.VolumeGroup
+	if err := ch.c.Get(ctx, client.ObjectKey{Name: "cinder"}, &g); err != nil {
+		return err.Error()
+	}
+	if c := meta.FindStatusCondition(g.Status.Conditions, v1.ConditionReady); g.Status.NodesReady != "2/2" || c == nil || c.Status != metav1.ConditionTrue {
+		out = append(out, fmt.Sprintf("VolumeGroup nodesReady %s %s", g.Status.NodesReady, conds(g.Status.Conditions)))
+	}
+	for _, n := range ch.nodes {
+		var node corev1.Node
+		if err := ch.c.Get(ctx, client.ObjectKey{Name: n.Name}, &node); err != nil {
+			return err.Error()
+		}
+		if boot := ch.boots[n.Name]; boot != "" && node.Annotations[v1.AnnotationRestoredBootID] != boot {
+			out = append(out, fmt.Sprintf("node %s has not restored boot %s yet", n.Name, boot))
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, "; ")
+}
+
+func conds(cs []metav1.Condition) string {
+	var out []string
+	for _, c := range cs {
+		if c.Status != metav1.ConditionTrue || c.Type == v1.ConditionReady {
+			out = append(out, fmt.Sprintf("%s=%s/%s: %s", c.Type, c.Status, c.Reason, c.Message))
+		}
+	}
+	return "[" + strings.Join(out, "; ") + "]"
+}
+
+// writeNew writes 1 MiB of random data to each attached volume not written yet, on its
+// holder, and records its checksum.
+func (ch *chaos) writeNew() {
+	ctx := ch.ctx
+	for _, v := range ch.vols {
+		if v.sum != "" || len(v.nodes) != 1 {
+			continue
+		}
+		n := ch.node(v.nodes[0])
+		dev := "/dev/" + vg + "/" + v.name
+		run(ctx, ch.t, n, "dd", "if=/dev/urandom", "of="+dev, "bs=1M", "count=1", "oflag=direct", "conv=fsync")
+		v.sum = ch.readSum(n, v.name)
+	}
+}
+
+func (ch *chaos) readSum(n *node, lv string) string {
+	ctx := ch.ctx
+	run(ctx, ch.t, n, "dd", "if=/dev/"+vg+"/"+lv, "of=/tmp/chaos-read", "bs=1M", "count=1", "iflag=direct")
+	return md5(ctx, ch.t, n, "/tmp/chaos-read")
+}
+
+// check reads the truth from the hosts: which LVs are active where, which leases each
+// host's sanlock holds, every LV's owner tag, and the data.
+func (ch *chaos) check(round string) {
+	ctx := ch.ctx
+	t := ch.t
+	attOn := map[string]map[string]bool{} // volume → nodes
+	byUID := map[string]*chaosVol{}
+	for _, v := range ch.vols {
+		attOn[v.name] = map[string]bool{}
+		for _, n := range v.nodes {
+			attOn[v.name][n] = true
+		}
+		byUID[v.uid] = v
+	}
+	owners := map[string]int{}
+	for _, n := range ch.nodes {
+		rep, err := n.LVM.Report(ctx, vg)
+		if err != nil {
+			t.Fatalf("%s: %s: lvs: %v", round, n.Name, err)
+		}
+		g, _ := rep.VG(vg)
+		st, err := n.Sanlock.Status(ctx)
+		if err != nil {
+			t.Fatalf("%s: %s: sanlock status: %v", round, n.Name, err)
+		}
+		for _, lv := range g.LVs {
+			if lv.Name == "lvmlock" || strings.HasPrefix(lv.Name, "[") {
+				continue
+			}
+			uid := ""
+			for _, tag := range lv.Tags {
+				if u, ok := strings.CutPrefix(tag, v1.OwnerTag("")); ok {
+					uid = u
+				}
+			}
+			v := byUID[uid]
+			if n == ch.nodes[0] {
+				if v == nil {
+					t.Fatalf("%s: LV %s (tags %v) belongs to no live volume: leaked or lost", round, lv.Name, lv.Tags)
+				}
+				owners[uid]++
+			}
+			_, leased := st.Lease(vg, lv.UUID)
+			if v == nil {
+				continue
+			}
+			if lv.ActiveLocally && !attOn[v.name][n.Name] {
+				t.Fatalf("%s: LV %s active on %s without an attachment there (attachments on %v)", round, lv.Name, n.Name, v.nodes)
+			}
+			if leased && !attOn[v.name][n.Name] {
+				t.Fatalf("%s: %s's sanlock holds the lease of %s without an attachment there (attachments on %v)", round, n.Name, lv.Name, v.nodes)
+			}
+			if attOn[v.name][n.Name] && (!leased || !lv.ActiveLocally) {
+				t.Fatalf("%s: %s has an attachment of %s but holds lease=%v active=%v", round, n.Name, lv.Name, leased, lv.ActiveLocally)
+			}
+		}
+	}
+	for uid, v := range byUID {
+		if owners[uid] != 1 {
+			t.Fatalf("%s: volume %s has %d LVs with its owner tag", round, v.name, owners[uid])
+		}
+		if v.sum != "" && len(v.nodes) > 0 {
+			if got := ch.readSum(ch.node(v.nodes[0]), v.name); got != v.sum {
+				t.Fatalf("%s: volume %s reads md5 %s on %s, written %s", round, v.name, got, v.nodes[0], v.sum)
+			}
+			ch.verified++
+		}
+	}
+	var vgObj v1.VolumeGroup
+	if err := ch.c.Get(ctx, client.ObjectKey{Name: "cinder"}, &vgObj); err == nil {
+		if c := meta.FindStatusCondition(vgObj.Status.Conditions, v1.ConditionHostIDConflict); c != nil && c.Status == metav1.ConditionTrue {
+			t.Fatalf("%s: HostIDConflict: %s", round, c.Message)
+		}
+	}
+}
+
+func (ch *chaos) report(rounds int, took time.Duration) {
+	var keys []string
+	for k := range ch.byKindStep {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	kinds := map[string]int{}
+	var b strings.Builder
+	fmt.Fprintf(&b, "chaos: %d rounds in %.1f min, 0 violations, %d checksum reads verified\n", rounds, took.Minutes(), ch.verified)
+	fmt.Fprintf(&b, "| fault | step | rounds |\n|---|---|---|\n")
+	for _, k := range keys {
+		f, s, _ := strings.Cut(k, " | ")
+		kinds[f] += ch.byKindStep[k]
+		fmt.Fprintf(&b, "| %s | %s | %d |\n", f, s, ch.byKindStep[k])
+	}
+	rec := slices.Clone(ch.recover)
+	slices.Sort(rec)
+	pct := func(p float64) float64 {
+		if len(rec) == 0 {
+			return 0
+		}
+		return rec[min(len(rec)-1, int(p*float64(len(rec))))].Seconds()
+	}
+	fmt.Fprintf(&b, "recovery (fault recovered → everything settled): p50 %.1f s, p99 %.1f s, max %.1f s\n", pct(0.5), pct(0.99), rec[len(rec)-1].Seconds())
+	var kk []string
+	for k, n := range kinds {
+		kk = append(kk, fmt.Sprintf("%s: %d", k, n))
+	}
+	sort.Strings(kk)
+	fmt.Fprintf(&b, "by fault: %s\n", strings.Join(kk, "; "))
+	ch.t.Log("\n" + b.String())
+	_ = os.WriteFile(ch.nodes[0].Host.Console+".chaos.md", []byte(b.String()), 0o644)
+}
