@@ -63,9 +63,11 @@ if [[ "${SHAREDLVM_STORAGE_TIER:-1}" != 0 ]]; then
   step "storage tier image (Debian packages, kernel, initramfs; cached)"
   hack/testbed-image.sh >/dev/null
   step "storage tier: real shared LVM in VMs (go test -tags storage ./test/storage/)"
+  # The chaos tier's short form (its full run: 50 rounds, README "Fault tolerance").
+  export SHAREDLVM_CHAOS_ROUNDS="${SHAREDLVM_CHAOS_ROUNDS:-6}"
   set +e
   go test -tags storage -p 1 -count=1 -timeout 40m -v ./test/storage/... 2>&1 | tee "$logdir/storage.log" \
-    | grep --line-buffered -E '^(=== RUN|--- |\s+--- |ok |FAIL|PASS|panic)|timings|^\s+\| |took|attempt|kept in'
+    | grep --line-buffered -E '^(=== RUN|--- |\s+--- |ok |FAIL|PASS|panic)|timings|^\s+\| |took|attempt|kept in|chaos|round [0-9]+/|recovery'
   rc=${PIPESTATUS[0]}
   set -e
   grep -E '^(ok|FAIL|---)' "$logdir/storage.log" >> "$logdir/go-test.log" || true

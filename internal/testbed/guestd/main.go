@@ -137,7 +137,7 @@ func startDaemons(iot string) []string {
 	var errs []string
 	for _, argv := range [][]string{
 		{"sanlock", "daemon", "-w", "0"},
-		{"lvmlockd", "-o", iot},
+		{"lvmlockd", "-o", iot, "-A", "1"}, // adopt the locks of a previous instance after a restart (as a node should run it)
 		{"lvmpolld", "-t", "0"},
 	} {
 		c := exec.Command(argv[0], argv[1:]...)
