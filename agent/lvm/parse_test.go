@@ -1,10 +1,12 @@
 package lvm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -241,13 +243,47 @@ func FuzzParseFullReport(f *testing.F) {
 	for _, n := range []string{"report-two-lvs.out", "report-mid-pvmove.out", "report-missing-pv.out", "report-empty-vg.out"} {
 		f.Add(fixture(f, n))
 	}
-	f.Fuzz(func(t *testing.T, b []byte) { _, _ = ParseFullReport(b) })
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r1, err1 := ParseFullReport(b)
+		r2, err2 := ParseFullReport(b)
+		if (err1 == nil) != (err2 == nil) || !reflect.DeepEqual(r1, r2) {
+			t.Fatal("two parses of one report differ")
+		}
+		if err1 != nil {
+			return
+		}
+		// No more VGs, PVs or LVs than the report has rows of each.
+		vgs, pvs, lvs := 0, 0, 0
+		for _, vg := range r1.VGs {
+			vgs++
+			pvs += len(vg.PVs)
+			lvs += len(vg.LVs)
+		}
+		for key, n := range map[string]int{`"vg_name"`: vgs, `"pv_name"`: pvs, `"lv_name"`: lvs} {
+			if rows := bytes.Count(b, []byte(key)); n > rows && !bytes.Contains(b, []byte(`\u`)) {
+				t.Fatalf("%d entries from %d %s keys", n, rows, key)
+			}
+		}
+	})
 }
 
 func FuzzParseLockdInfo(f *testing.F) {
 	f.Add(fixture(f, "lvmlockctl-exclusive.out"))
 	f.Add([]byte("LK LV\nLS\nVG\n"))
-	f.Fuzz(func(t *testing.T, b []byte) { _ = ParseLockdInfo(b) })
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, vg := range ParseLockdInfo(b) {
+			for _, s := range []string{vg.Name, vg.UUID, vg.Lockspace} {
+				if s != "" && !bytes.Contains(b, []byte(s)) {
+					t.Fatalf("parsed %q, which the input does not contain", s)
+				}
+			}
+			for uuid, mode := range vg.LVs {
+				if !bytes.Contains(b, []byte(uuid)) || (mode != LockdExclusive && mode != LockdShared && mode != LockdUnlocked && !bytes.Contains(b, []byte(mode))) {
+					t.Fatalf("parsed LV %q mode %q, which the input does not say", uuid, mode)
+				}
+			}
+		}
+	})
 }
 
 func FuzzParsePVMoveProgress(f *testing.F) {

@@ -2,6 +2,7 @@ package lvm
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -247,6 +248,10 @@ func ParseFullReport(out []byte) (*Report, error) {
 		}
 		n := &numbers{}
 		g := r.VG[0]
+		if g.Name == "" {
+			// A row LVM always names: anything else is not its report (fail closed).
+			return nil, errors.New("parsing lvm report: a VG row without vg_name")
+		}
 		vg := VG{
 			Name: g.Name, UUID: g.UUID, Size: n.int("vg_size", g.Size), Free: n.int("vg_free", g.Free),
 			ExtentSize: n.int("vg_extent_size", g.ExtentSize), ExtentCount: n.int("vg_extent_count", g.ExtentCount),
@@ -255,6 +260,9 @@ func ParseFullReport(out []byte) (*Report, error) {
 			MissingPVs: int(n.int("vg_missing_pv_count", g.MissingPVs)), Shared: flag(g.Shared),
 		}
 		for _, p := range r.PV {
+			if p.Name == "" {
+				return nil, fmt.Errorf("parsing lvm report: a PV row of VG %s without pv_name", g.Name)
+			}
 			vg.PVs = append(vg.PVs, PV{Name: p.Name, UUID: p.UUID, Size: n.int("pv_size", p.Size), Free: n.int("pv_free", p.Free),
 				Used: n.int("pv_used", p.Used), Missing: flag(p.Missing), VG: p.VG})
 		}
@@ -265,6 +273,9 @@ func ParseFullReport(out []byte) (*Report, error) {
 		vg.LVs = make([]LV, 0, len(r.LV))
 		for i := range r.LV {
 			lv := lvFromRow(n, &r.LV[i])
+			if lv.Name == "" || lv.UUID == "" {
+				return nil, fmt.Errorf("parsing lvm report: an LV row of VG %s without lv_name or lv_uuid", g.Name)
+			}
 			lv.Devices = devicesInOrder(segs[lv.UUID])
 			vg.LVs = append(vg.LVs, lv)
 		}

@@ -1,8 +1,10 @@
 package sanlock
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -80,7 +82,27 @@ func FuzzParseStatus(f *testing.F) {
 	}
 	f.Add([]byte("s ::::\nr :::::: p\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _ = ParseStatus(data) // must never panic
+		st, err := ParseStatus(data) // must never panic
+		if err != nil {
+			return
+		}
+		// What the parser returns is what the text says: no name or path it did not read,
+		// no more entries than the text has lines of that kind.
+		if n := countPrefixed(data, "s "); len(st.Lockspaces) > n {
+			t.Fatalf("%d lockspaces from %d 's ' lines", len(st.Lockspaces), n)
+		}
+		if n := countPrefixed(data, "r "); len(st.Resources) > n {
+			t.Fatalf("%d resources from %d 'r ' lines", len(st.Resources), n)
+		}
+		for _, l := range st.Lockspaces {
+			mustContain(t, data, l.Name, l.Path)
+		}
+		for _, r := range st.Resources {
+			mustContain(t, data, r.Lockspace, r.Name, r.Path)
+			if r.Shared && !bytes.Contains(data, []byte(":SH")) {
+				t.Fatalf("shared lease %+v from a text without ':SH'", r)
+			}
+		}
 	})
 }
 
@@ -135,7 +157,23 @@ func TestParseGets(t *testing.T) {
 
 func FuzzParseGets(f *testing.F) {
 	f.Add(fixture(f, "gets-hosts.out"))
-	f.Fuzz(func(t *testing.T, b []byte) { _, _ = ParseGets(b) })
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ls, err := ParseGets(b)
+		if err != nil {
+			return
+		}
+		hosts := 0
+		for _, l := range ls {
+			mustContain(t, b, l.Lockspace.Name)
+			hosts += len(l.Hosts)
+			for _, h := range l.Hosts {
+				mustContain(t, b, strconv.Itoa(h.ID), string(h.State))
+			}
+		}
+		if n := countPrefixed(b, "h "); hosts > n {
+			t.Fatalf("%d hosts from %d 'h ' lines", hosts, n)
+		}
+	})
 }
 
 func TestParseMixedLeases(t *testing.T) {
@@ -162,5 +200,26 @@ func TestParseMixedLeases(t *testing.T) {
 	}
 	if shared != 1 || exclusive != 2 {
 		t.Fatalf("shared %d exclusive %d", shared, exclusive)
+	}
+}
+
+// countPrefixed counts the lines of b (leading blanks ignored) that start with prefix.
+func countPrefixed(b []byte, prefix string) int {
+	n := 0
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if bytes.HasPrefix(bytes.TrimLeft(line, " \t"), []byte(prefix)) {
+			n++
+		}
+	}
+	return n
+}
+
+// mustContain fails unless every non-empty string is in b.
+func mustContain(t *testing.T, b []byte, ss ...string) {
+	t.Helper()
+	for _, s := range ss {
+		if s != "" && !bytes.Contains(b, []byte(s)) {
+			t.Fatalf("parsed %q, which the input does not contain", s)
+		}
 	}
 }
