@@ -239,6 +239,13 @@ func (r *VolumeGroupAgent) observe(ctx context.Context, vg *v1.VolumeGroup) *cyc
 		c.lvmVG, c.facts.VGFound = report.VG(vgName)
 	case lvm.KindOf(repErr) == lvm.KindVGNotFound:
 		c.facts.VGNotFound = true
+	case lvm.KindOf(repErr) == lvm.KindLockspaceNotStarted:
+		// lvmlockd cannot lock the VG here, whatever sanlock says of the lockspace (seen in
+		// the chaos tier after lvmlockd was killed and restarted): not started for this
+		// node's work, so nothing new is placed here, and started again (a lockstart of a
+		// lockspace sanlock still holds re-attaches lvmlockd to it).
+		c.facts.VGFound, c.facts.Started = true, false
+		c.note(v1.LockspaceLockFailed, fmt.Sprintf("lvmlockd cannot lock VG %s on this node (%v): starting its lockspace again; run lvmlockd with --adopt 1 so that a restarted lvmlockd keeps its lockspaces", vgName, repErr))
 	default:
 		c.note(v1.LockspaceReportFailed, "LVM report failed: "+repErr.Error())
 	}
@@ -286,6 +293,18 @@ func (r *VolumeGroupAgent) lockstart(ctx context.Context, vg *v1.VolumeGroup, c 
 		c.note(v1.LockspaceLockstartFailed, fmt.Sprintf("lockstart failed after %d attempt(s): %v", attempts, err))
 		r.Recorder.Eventf(vg, nil, corev1.EventTypeWarning, "LockstartFailed", "Lockstart", "node %s: %v", r.Node.Name, err)
 		return
+	}
+	if c.entry.Reason == v1.LockspaceLockFailed {
+		// Started again after lvmlockd refused the VG's lock: only a report that reads
+		// the VG under its lock again says the node can work in it.
+		report, err := r.Node.LVM.Report(ctx, vgName)
+		if err != nil {
+			c.entry.Message += fmt.Sprintf("; lockstart done, but the VG is still refused: %v (reboot the node if it persists)", err)
+			return
+		}
+		c.lvmVG, _ = report.VG(vgName)
+		c.entry.Reason, c.entry.Message = "", ""
+		r.Recorder.Eventf(vg, nil, corev1.EventTypeNormal, "LockRecovered", "Lockstart", "node %s: lvmlockd locks VG %s again after its lockspace was started again", r.Node.Name, vgName)
 	}
 	c.facts.Started = true
 	log.FromContext(ctx).Info("lockspace started", "vg", vgName, "attempts", attempts, "seconds", time.Since(t0).Seconds())

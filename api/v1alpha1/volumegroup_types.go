@@ -127,7 +127,7 @@ type FailedHost struct {
 
 // LockspaceReason says, in a node's lockspace entry, why the lockspace is not started or
 // what the node's last VG operation ran into.
-// +kubebuilder:validation:Enum=Started;Joining;VGNotFound;VGCreateFailed;WaitingForVGCreateClaim;LockstartFailed;HostIDConflict;SanlockNotAnswering;HostIDUnknown;WaitingForHostID;ReportFailed;VolumeGroupConflict
+// +kubebuilder:validation:Enum=Started;Joining;VGNotFound;VGCreateFailed;WaitingForVGCreateClaim;LockstartFailed;HostIDConflict;SanlockNotAnswering;HostIDUnknown;WaitingForHostID;ReportFailed;LockFailed;VolumeGroupConflict
 type LockspaceReason string
 
 const (
@@ -146,6 +146,10 @@ const (
 	// (or the node holds several claims): no lockspace starts without exactly one.
 	LockspaceWaitingForHostID LockspaceReason = "WaitingForHostID"
 	LockspaceReportFailed     LockspaceReason = "ReportFailed"
+	// LockspaceLockFailed: lvmlockd refuses the VG's lock on this node although sanlock may
+	// hold its lockspace (lvmlockd restarted without adopting it, or lost the VG lock): the
+	// node takes no new work in the VG and starts the lockspace again.
+	LockspaceLockFailed LockspaceReason = "LockFailed"
 	// LockspaceVolumeGroupConflict: another, older VolumeGroup claims the same VG name or
 	// one of the same PVs; the agent serves only the older one.
 	LockspaceVolumeGroupConflict LockspaceReason = "VolumeGroupConflict"

@@ -131,14 +131,11 @@ var _ = Describe("control-plane faults", Ordered, func() {
 
 		By("the third replica leads now; the source detaches: release, then exclusive on the target")
 		since = len(storage.Log())
-		Expect(k8s.Delete(ctx, a)).To(Succeed())
-		Eventually(func() bool { return gone(a) }).Should(BeTrue())
+		remove(a)
 		attached(b, v1.LockExclusive)
 		Expect(lockChangesOn("ha-0001", since)).To(Equal([]string{"1:n", "2:ey"}))
-		Expect(k8s.Delete(ctx, b)).To(Succeed())
-		Eventually(func() bool { return gone(b) }).Should(BeTrue())
-		Expect(k8s.Delete(ctx, vol)).To(Succeed())
-		Eventually(func() bool { return gone(vol) }).Should(BeTrue())
+		remove(b)
+		remove(vol)
 	})
 
 	It("apiserver unreachable: every lock stays held, a node rebooted meanwhile restores only once it is back, and everything resumes", func() {
@@ -231,13 +228,10 @@ var _ = Describe("control-plane faults", Ordered, func() {
 		attached(a, v1.LockExclusive)
 		atts = append(atts, a)
 		for _, a := range atts {
-			Expect(k8s.Delete(ctx, a)).To(Succeed())
-			Eventually(func() bool { return gone(a) }).Should(BeTrue())
+			remove(a)
 		}
 		for i := 1; i <= 4; i++ {
-			v := &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: fmt.Sprintf("outage-%04d", i)}}
-			Expect(k8s.Delete(ctx, v)).To(Succeed())
-			Eventually(func() bool { return gone(v) }).Should(BeTrue())
+			remove(&v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: fmt.Sprintf("outage-%04d", i)}})
 		}
 	})
 
@@ -255,9 +249,7 @@ var _ = Describe("control-plane faults", Ordered, func() {
 		Consistently(func() map[int]string { return holders("restart-0001") }, "5s", "100ms").Should(Equal(map[int]string{1: "ex"}))
 		Expect(lockChangesOn("restart-0001", since)).To(BeEmpty(), "the restarted agent re-applied nothing")
 		attached(a, v1.LockExclusive)
-		Expect(k8s.Delete(ctx, a)).To(Succeed())
-		Eventually(func() bool { return gone(a) }).Should(BeTrue())
-		Expect(k8s.Delete(ctx, vol)).To(Succeed())
-		Eventually(func() bool { return gone(vol) }).Should(BeTrue())
+		remove(a)
+		remove(vol)
 	})
 })

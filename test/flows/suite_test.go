@@ -212,6 +212,14 @@ func gone(o client.Object) bool {
 	return err != nil && client.IgnoreNotFound(err) == nil
 }
 
+// remove deletes objects one after another, each waited for until it is gone.
+func remove(objs ...client.Object) {
+	for _, o := range objs {
+		Expect(k8s.Delete(ctx, o)).To(Succeed())
+		Eventually(func() bool { return gone(o) }).Should(BeTrue(), "%s is not gone", o.GetName())
+	}
+}
+
 func eventReasons(o client.Object) []string { return envtestutil.EventReasons(ctx, k8s, o) }
 
 func eventNotes(o client.Object, reason string) []string {

@@ -326,6 +326,7 @@ func (ch *chaos) settle(round string, from time.Time) time.Duration {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	ch.diagnose()
 	ch.t.Fatalf("%s: not settled %s after recovery: %s", round, bound, last)
 	return 0
 }
@@ -386,6 +387,11 @@ func (ch *chaos) unsettled() string {
 	}
 	if c := meta.FindStatusCondition(g.Status.Conditions, v1.ConditionReady); g.Status.NodesReady != "2/2" || c == nil || c.Status != metav1.ConditionTrue {
 		out = append(out, fmt.Sprintf("VolumeGroup nodesReady %s %s", g.Status.NodesReady, conds(g.Status.Conditions)))
+	}
+	for _, e := range g.Status.Nodes {
+		if !e.LockspaceStarted || (e.Reason != "" && e.Reason != v1.LockspaceStarted) {
+			out = append(out, fmt.Sprintf("VolumeGroup entry of %s: started %v %s: %s", e.Node, e.LockspaceStarted, e.Reason, e.Message))
+		}
 	}
 	for _, n := range ch.nodes {
 		var node corev1.Node
@@ -539,4 +545,21 @@ func (ch *chaos) report(rounds int, took time.Duration) {
 	fmt.Fprintf(&b, "by fault: %s\n", strings.Join(kk, "; "))
 	ch.t.Log("\n" + b.String())
 	_ = os.WriteFile(ch.nodes[0].Host.Console+".chaos.md", []byte(b.String()), 0o644)
+}
+
+// diagnose logs each host's lock state, lvmlockd's and sanlock's own logs included.
+func (ch *chaos) diagnose() {
+	for _, n := range ch.nodes {
+		for _, argv := range [][]string{
+			{"sanlock", "client", "status"}, {"lvmlockctl", "--info"}, {"cat", "/run/lvm/lvmlockd.adopt"},
+			{"lvmlockctl", "--dump"}, {"sanlock", "client", "log_dump"},
+		} {
+			res, err := n.Run(ch.ctx, argv)
+			out := string(res.Stdout) + string(res.Stderr)
+			if len(out) > 6000 {
+				out = "…" + out[len(out)-6000:]
+			}
+			ch.t.Logf("%s: %v (err %v):\n%s", n.Name, argv, err, out)
+		}
+	}
 }
