@@ -17,6 +17,10 @@ type LockspaceFacts struct {
 	// HostIDMismatch: lvmlocal.conf, or the lockspace as it runs, disagrees with the host_id
 	// allocated to this node.
 	HostIDMismatch bool
+	// Orphaned: sanlock holds the VG's lockspace but lvmlockd does not serve it (lvmlockd
+	// died and its successor did not adopt it); Started is then false. OrphanIdle: sanlock
+	// holds no lease in it and no LV of the VG is active here.
+	Orphaned, OrphanIdle bool
 }
 
 // LockspaceAction is what the cycle does with the VG's lockspace.
@@ -32,6 +36,8 @@ const (
 	LockspaceCreateVG LockspaceAction = "CreateVG"
 	// LockspaceStart: join the existing VG's lockspace (vgchange --lockstart).
 	LockspaceStart LockspaceAction = "Lockstart"
+	// LockspaceRejoin: leave the orphaned lockspace in sanlock, then join it again.
+	LockspaceRejoin LockspaceAction = "Rejoin"
 )
 
 // PlanLockspace decides the cycle's lockspace action. It fails closed: a duplicate host_id,
@@ -42,6 +48,13 @@ func PlanLockspace(f LockspaceFacts) LockspaceAction {
 	switch {
 	case f.Conflict != "" || f.HostIDMismatch:
 		return LockspaceRefuse
+	case f.Orphaned:
+		// Only when nothing depends on it: leases held or LVs active mean the node must be
+		// rebooted (said on the entry), never a lockspace pulled from under them.
+		if f.OrphanIdle && f.HostIDKnown && f.SanlockAnswers {
+			return LockspaceRejoin
+		}
+		return LockspaceNone
 	case f.VGNotFound && f.CreateNode && f.HostIDKnown && f.SanlockAnswers:
 		return LockspaceCreateVG
 	case !f.Started && f.VGFound && f.HostIDKnown && f.SanlockAnswers:

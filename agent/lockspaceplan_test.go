@@ -22,6 +22,9 @@ func TestPlanLockspace(t *testing.T) {
 		{"no host_id allocated, chosen to create: wait", with(func(f *LockspaceFacts) { f.VGNotFound, f.CreateNode, f.HostIDKnown = true, true, false }), LockspaceNone},
 		{"lvmlocal.conf disagrees with the allocated host_id: refuse to join", with(func(f *LockspaceFacts) { f.VGFound, f.HostIDMismatch = true, true }), LockspaceRefuse},
 		{"lvmlocal.conf disagrees, chosen to create: never create", with(func(f *LockspaceFacts) { f.VGNotFound, f.CreateNode, f.HostIDMismatch = true, true, true }), LockspaceRefuse},
+		{"orphaned lockspace, idle: leave and join again", with(func(f *LockspaceFacts) { f.VGFound, f.Orphaned, f.OrphanIdle = true, true, true }), LockspaceRejoin},
+		{"orphaned lockspace with leases or active LVs: never pulled from under them", with(func(f *LockspaceFacts) { f.VGFound, f.Orphaned = true, true }), LockspaceNone},
+		{"orphaned lockspace, idle, host_id unknown: wait", with(func(f *LockspaceFacts) { f.VGFound, f.Orphaned, f.OrphanIdle, f.HostIDKnown = true, true, true, false }), LockspaceNone},
 		{"sanlock silent: never join", with(func(f *LockspaceFacts) { f.VGFound, f.SanlockAnswers = true, false }), LockspaceNone},
 		{"report failed (neither found nor absent): wait", ok, LockspaceNone},
 	}

@@ -68,7 +68,12 @@ type VolumeGroupAgent struct {
 	failMu        sync.Mutex
 	failSince     map[string]map[int32]metav1.Time // by VG name, host_id: first seen FAIL
 	lastCreateErr map[string]string                // by VolumeGroup: the last vgcreate failure evented
+	orphanSince   map[string]time.Time             // by VG name: lvmlockd first seen not serving its lockspace
 }
+
+// orphanGrace: how long lvmlockd must be seen not serving a lockspace sanlock holds before the
+// agent repairs it (a restarted lvmlockd adopts within a second).
+const orphanGrace = 3 * time.Second
 
 // EntryRefreshCycles: an unchanged entry is rewritten only every this many report cycles
 // (its lastReport then says the content was confirmed); liveness in between is the node's
@@ -146,6 +151,8 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 	case LockspaceStart:
 		r.lockstart(ctx, &vg, c)
+	case LockspaceRejoin:
+		r.rejoin(ctx, &vg, c)
 	}
 	c.finish(ctx, r)
 	if err := r.applyEntryIfChanged(ctx, &vg, &c.entry); err != nil {
@@ -234,6 +241,9 @@ func (r *VolumeGroupAgent) observe(ctx context.Context, vg *v1.VolumeGroup) *cyc
 	}
 	report, repErr := r.Node.LVM.Report(ctx, vgName)
 	c.facts.CreateNode = vg.Status.CreateNode == r.Node.Name
+	if c.facts.Started {
+		r.checkOrphaned(ctx, c, report)
+	}
 	switch {
 	case repErr == nil:
 		c.lvmVG, c.facts.VGFound = report.VG(vgName)
@@ -250,6 +260,91 @@ func (r *VolumeGroupAgent) observe(ctx context.Context, vg *v1.VolumeGroup) *cyc
 		c.note(v1.LockspaceReportFailed, "LVM report failed: "+repErr.Error())
 	}
 	return c
+}
+
+// checkOrphaned: sanlock holds the VG's lockspace; does lvmlockd still serve it? A
+// successor of a dead lvmlockd that did not adopt it knows nothing of the VG, and every LVM
+// command that locks the VG fails here while reports (read without the lock) still work
+// (seen in the chaos tier). The node is then not started in the VG.
+func (r *VolumeGroupAgent) checkOrphaned(ctx context.Context, c *cycle, report *lvm.Report) {
+	info, err := r.Node.LVM.LockdInfo(ctx)
+	if err != nil {
+		return // lvmlockd not answering: the next command says so
+	}
+	for _, v := range info {
+		if v.Name == c.vg {
+			r.failMu.Lock()
+			delete(r.orphanSince, c.vg)
+			r.failMu.Unlock()
+			return
+		}
+	}
+	c.facts.Started, c.facts.Orphaned = false, true
+	// Act only on a state seen for a while: a just restarted lvmlockd may still be adopting.
+	r.failMu.Lock()
+	if r.orphanSince == nil {
+		r.orphanSince = map[string]time.Time{}
+	}
+	since, seen := r.orphanSince[c.vg]
+	if !seen {
+		r.orphanSince[c.vg] = time.Now()
+	}
+	r.failMu.Unlock()
+	if !seen || time.Since(since) < orphanGrace {
+		c.note(v1.LockspaceLockFailed, fmt.Sprintf("sanlock holds lockspace lvm_%s but lvmlockd does not serve it: checking again before acting", c.vg))
+		return
+	}
+	leases := 0
+	for _, res := range c.sanlock.Resources {
+		if res.Lockspace != "lvm_"+c.vg {
+			continue
+		}
+		if res.Name == "VGLK" || res.Name == "GLLK" {
+			// The metadata lock of a command that died with lvmlockd: held, it stops every
+			// host from changing the VG (seen: "VG vg1 lock failed: held by other host").
+			if err := r.Node.Sanlock.ReleaseOrphan(ctx, res); err != nil {
+				c.note(v1.LockspaceLockFailed, fmt.Sprintf("releasing the orphaned %s lease of lvm_%s failed: %v", res.Name, c.vg, err))
+			} else {
+				log.FromContext(ctx).Info("released an orphaned metadata lease", "vg", c.vg, "lease", res.Name)
+				r.Node.Invalidate()
+			}
+			continue
+		}
+		leases++
+	}
+	var active []string
+	if report != nil {
+		if g, ok := report.VG(c.vg); ok {
+			for _, lv := range g.LVs {
+				if lv.Name != "lvmlock" && lv.ActiveLocally {
+					active = append(active, lv.Name)
+				}
+			}
+		}
+	}
+	c.facts.OrphanIdle = leases == 0 && len(active) == 0
+	msg := fmt.Sprintf("sanlock holds lockspace lvm_%s but lvmlockd does not serve it (lvmlockd was restarted without adopting it; run it with --adopt 1)", c.vg)
+	if c.facts.OrphanIdle {
+		msg += ": no lease is held and no LV is active here, so the agent leaves the lockspace and joins it again"
+	} else {
+		msg += fmt.Sprintf(": %d lease(s) held, active LVs %v: they are no longer guarded by lvmlockd here; reboot the node (the agent never pulls a lockspace from under them)", leases, active)
+	}
+	c.note(v1.LockspaceLockFailed, msg)
+}
+
+// rejoin leaves the orphaned lockspace in sanlock and joins it again.
+func (r *VolumeGroupAgent) rejoin(ctx context.Context, vg *v1.VolumeGroup, c *cycle) {
+	ls, ok := c.sanlock.Lockspace(c.vg)
+	if !ok {
+		return
+	}
+	r.Recorder.Eventf(vg, nil, corev1.EventTypeWarning, "LockspaceOrphaned", "Lockstart", "node %s: %s", r.Node.Name, c.entry.Message)
+	if err := r.Node.Sanlock.RemoveOrphanLockspace(ctx, ls); err != nil {
+		c.entry.Message += fmt.Sprintf("; leaving it failed: %v", err)
+		return
+	}
+	r.Node.Invalidate()
+	r.lockstart(ctx, vg, c)
 }
 
 // createVG runs vgcreate --shared (which starts the lockspace on this node) under the

@@ -113,3 +113,29 @@ func (c *Client) Hosts(ctx context.Context) ([]LockspaceHosts, error) {
 	}
 	return ParseGets(out)
 }
+
+// RemoveOrphanLockspace leaves a lockspace this host joined (`sanlock client rem_lockspace`)
+// that no lvmlockd serves any more: lvmlockd died and its successor did not adopt it, so no LVM
+// command can lock the VG here and a lockstart is refused while sanlock keeps it. The caller
+// must have checked that sanlock holds no lease in it and that no LV of the VG is active on
+// this host: leaving it then gives up nothing that protects data.
+func (c *Client) RemoveOrphanLockspace(ctx context.Context, ls Lockspace) error {
+	if strings.ContainsAny(ls.Name+ls.Path, ": \n") || !strings.HasPrefix(ls.Name, "lvm_") || !strings.HasPrefix(ls.Path, "/dev/") {
+		return fmt.Errorf("sanlock: refusing to remove lockspace %q at %q", ls.Name, ls.Path)
+	}
+	_, err := c.run(ctx, "sanlock", "client", "rem_lockspace", "-s", fmt.Sprintf("%s:%d:%s:%d", ls.Name, ls.HostID, ls.Path, ls.Offset))
+	return err
+}
+
+// ReleaseOrphan releases a lease its holder left behind when it died (an ORPHAN in `sanlock
+// client status`), with sanlock's own orphan release (`release -O 1`, sanlock(8)
+// "Persistent and orphan resource leases"). Only for the VG and global metadata locks
+// (VGLK, GLLK) of a lockspace no lvmlockd serves: the command that held one died with
+// lvmlockd, and while it stays held no host can change the VG's metadata.
+func (c *Client) ReleaseOrphan(ctx context.Context, r Resource) error {
+	if (r.Name != "VGLK" && r.Name != "GLLK") || !strings.HasPrefix(r.Lockspace, "lvm_") || strings.ContainsAny(r.Lockspace+r.Path, ": \n") || !strings.HasPrefix(r.Path, "/dev/") {
+		return fmt.Errorf("sanlock: refusing to release %s:%s as an orphan", r.Lockspace, r.Name)
+	}
+	_, err := c.run(ctx, "sanlock", "client", "release", "-r", fmt.Sprintf("%s:%s:%s:%d", r.Lockspace, r.Name, r.Path, r.Offset), "-O", "1")
+	return err
+}
