@@ -283,7 +283,7 @@ var _ = Describe("migration between VolumeGroups (spec.volumeGroup)", Ordered, f
 		update(vol, func(v *v1.SharedVolume) { v.Spec.MultiAttach = true })
 		Consistently(func() v1.VolumePhase { return get(vol).Status.Phase }, "1s").Should(Equal(v1.VolumeInUse))
 		for _, c := range storage.Log()[since:] {
-			Expect(c.Argv[0]).To(BeElementOf("lvm", "sanlock", "cat", "lvmconfig", "lvs"), "only reports ran: %v", c.Argv)
+			Expect(c.Argv[0]).To(BeElementOf("lvm", "sanlock", "cat", "lvmconfig", "lvs", "lvmlockctl"), "only reports ran: %v", c.Argv)
 		}
 		detach(att)
 		deleteVolume(vol)
