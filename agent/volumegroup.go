@@ -692,6 +692,11 @@ func (r *VolumeGroupAgent) repairDrift(ctx context.Context, vgName string, st *s
 			continue // an operation of this agent holds it on purpose (create, wipe, extend)
 		}
 		err = r.Node.LVM.Activate(ctx, vgName, lvm.Deactivate, lv.Name)
+		if err == nil && res.Orphan {
+			// lvmlockd died holding it and its successor did not adopt it: the LV is
+			// inactive here now, so the lease guards nothing; held, no host could take it.
+			err = r.Node.Sanlock.ReleaseOrphan(ctx, res)
+		}
 		r.Node.Invalidate()
 		unlock()
 		msg := fmt.Sprintf("node %s held a lock on LV %s/%s with no attachment", r.Node.Name, vgName, lv.Name)

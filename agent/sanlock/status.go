@@ -49,6 +49,9 @@ type Resource struct {
 	Version int64
 	// PID of the process holding it (lvmlockd).
 	PID int
+	// Orphan: its holder died and sanlock kept it (a persistent lease, "ORPHAN"): nothing
+	// on this host serves it until a process adopts or releases it.
+	Orphan bool
 }
 
 // Status is parsed `sanlock client status`.
@@ -161,8 +164,11 @@ func parseResource(s string) (Resource, error) {
 	} else if r.Version, err = strconv.ParseInt(v, 10, 64); err != nil {
 		return Resource{}, fmt.Errorf("lease version: %w", err)
 	}
-	for i := 1; i+1 < len(fields); i++ {
-		if fields[i] == "p" {
+	for i := 1; i < len(fields); i++ {
+		if fields[i] == "ORPHAN" {
+			r.Orphan = true
+		}
+		if fields[i] == "p" && i+1 < len(fields) {
 			if r.PID, err = strconv.Atoi(fields[i+1]); err != nil {
 				return Resource{}, fmt.Errorf("pid: %w", err)
 			}

@@ -233,7 +233,7 @@ func TestParseOrphan(t *testing.T) {
 		t.Fatalf("%v %+v", err, st)
 	}
 	r := st.Resources[0]
-	if r.Lockspace != "lvm_vg1" || r.Name != "VGLK" || r.Path != "/dev/mapper/vg1-lvmlock" || r.Offset != 69206016 {
+	if r.Lockspace != "lvm_vg1" || r.Name != "VGLK" || r.Path != "/dev/mapper/vg1-lvmlock" || r.Offset != 69206016 || !r.Orphan || r.PID != 128 {
 		t.Fatalf("%+v", r)
 	}
 }
