@@ -300,14 +300,9 @@ func (r *VolumeGroupAgent) checkOrphaned(ctx context.Context, c *cycle, report *
 			continue
 		}
 		if res.Name == "VGLK" || res.Name == "GLLK" {
-			// The metadata lock of a command that died with lvmlockd: held, it stops every
-			// host from changing the VG (seen: "VG vg1 lock failed: held by other host").
-			if err := r.Node.Sanlock.ReleaseOrphan(ctx, res); err != nil {
-				c.note(v1.LockspaceLockFailed, fmt.Sprintf("releasing the orphaned %s lease of lvm_%s failed: %v", res.Name, c.vg, err))
-			} else {
-				log.FromContext(ctx).Info("released an orphaned metadata lease", "vg", c.vg, "lease", res.Name)
-				r.Node.Invalidate()
-			}
+			// The metadata lock of a command that died with lvmlockd (held, it stops every
+			// host from changing the VG: "VG vg1 lock failed: held by other host"). sanlock
+			// 3.8's `release -O 1` refuses it (-16, measured); leaving the lockspace drops it.
 			continue
 		}
 		leases++
@@ -692,20 +687,22 @@ func (r *VolumeGroupAgent) repairDrift(ctx context.Context, vgName string, st *s
 			continue // an operation of this agent holds it on purpose (create, wipe, extend)
 		}
 		err = r.Node.LVM.Activate(ctx, vgName, lvm.Deactivate, lv.Name)
-		if err == nil && res.Orphan {
-			// lvmlockd died holding it and its successor did not adopt it: the LV is
-			// inactive here now, so the lease guards nothing; held, no host could take it.
-			err = r.Node.Sanlock.ReleaseOrphan(ctx, res)
-		}
 		r.Node.Invalidate()
 		unlock()
 		msg := fmt.Sprintf("node %s held a lock on LV %s/%s with no attachment", r.Node.Name, vgName, lv.Name)
+		if res.Orphan {
+			// lvmlockd died holding it and its successor did not adopt it (seen in the
+			// chaos tier): neither lvchange nor sanlock 3.8's orphan release (-16, measured)
+			// frees it while the lockspace runs; the lease still guards the LV, and keeps
+			// every host from activating it until this node's lockspace is restarted.
+			err = fmt.Errorf("the lease is an orphan lvmlockd did not adopt: it keeps LV %s/%s from every host until node %s is rebooted (or its LVs of VG %s are deactivated and its lockspace restarted)", vgName, lv.Name, r.Node.Name, vgName)
+		}
 		if err != nil {
 			msg += "; releasing it failed: " + err.Error()
 		} else {
 			msg += "; released it"
 		}
-		logger.Info("lock drift", "lv", lv.Name, "released", err == nil)
+		logger.Info("lock drift", "lv", lv.Name, "released", err == nil, "message", msg)
 		if vol != nil {
 			r.Recorder.Eventf(vol, nil, corev1.EventTypeWarning, "LockDrift", "RepairDrift", "%s", msg)
 			orig := vol.DeepCopy()

@@ -126,18 +126,3 @@ func (c *Client) RemoveOrphanLockspace(ctx context.Context, ls Lockspace) error 
 	_, err := c.run(ctx, "sanlock", "client", "rem_lockspace", "-s", fmt.Sprintf("%s:%d:%s:%d", ls.Name, ls.HostID, ls.Path, ls.Offset))
 	return err
 }
-
-// ReleaseOrphan releases a lease its holder left behind when it died (an ORPHAN in `sanlock
-// client status`), with sanlock's own orphan release (`release -O 1`, sanlock(8)
-// "Persistent and orphan resource leases"). The callers' cases: the VG and global metadata
-// locks (VGLK, GLLK) of a lockspace no lvmlockd serves (the command that held one died with
-// lvmlockd; held, no host can change the VG's metadata), and an LV lease that lvmlockd's
-// successor did not adopt, once the LV is inactive here (it then guards nothing; held, no
-// host can activate the LV).
-func (c *Client) ReleaseOrphan(ctx context.Context, r Resource) error {
-	if !r.Orphan || !strings.HasPrefix(r.Lockspace, "lvm_") || strings.ContainsAny(r.Lockspace+r.Path, ": \n") || !strings.HasPrefix(r.Path, "/dev/") {
-		return fmt.Errorf("sanlock: refusing to release %s:%s as an orphan", r.Lockspace, r.Name)
-	}
-	_, err := c.run(ctx, "sanlock", "client", "release", "-r", fmt.Sprintf("%s:%s:%s:%d", r.Lockspace, r.Name, r.Path, r.Offset), "-O", "1")
-	return err
-}

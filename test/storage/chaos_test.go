@@ -87,6 +87,12 @@ type chaos struct {
 	recover    []time.Duration
 	verified   int
 	boots      map[string]string // node → boot ID after a reset
+	// lvmlockdNode is the host whose lvmlockd the round killed (nil otherwise).
+	lvmlockdNode *node
+	// adminReboots counts rounds after which lvmlockd's successor had not adopted an LV lease
+	// (a sanlock ORPHAN): the LV stays blocked until the node is rebooted, which the tier
+	// then does as an administrator would (the agent says so on the volume).
+	adminReboots int
 }
 
 func envInt(name string, def int) int {
@@ -137,6 +143,7 @@ func TestChaosOnRealSharedLVM(t *testing.T) {
 		step := ch.pickStep()
 		ch.byKindStep[fault+" | "+step]++
 		rs := time.Now()
+		ch.lvmlockdNode = nil
 		ch.issue(step)
 		time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond)
 		recovered := ch.inject(fault)
@@ -285,6 +292,7 @@ func (ch *chaos) inject(fault string) time.Time {
 		time.Sleep(time.Duration(500+ch.rng.IntN(2500)) * time.Millisecond)
 		ch.startOperator()
 	case faultLvmlockd:
+		ch.lvmlockdNode = n
 		pid := strings.TrimSpace(run(ctx, ch.t, n, "cat", "/run/lvmlockd.pid"))
 		run(ctx, ch.t, n, "busybox", "kill", "-9", pid)
 		time.Sleep(time.Duration(200+ch.rng.IntN(1800)) * time.Millisecond)
@@ -323,6 +331,15 @@ func (ch *chaos) settle(round string, from time.Time) time.Duration {
 		last = ch.unsettled()
 		if last == "" {
 			return time.Since(from)
+		}
+		if n := ch.lvmlockdNode; n != nil && time.Since(from) > 45*time.Second && ch.orphanedLVLease(n) {
+			ch.t.Logf("%s: %s holds an LV lease lvmlockd did not adopt (sanlock ORPHAN), the LV blocked (%s): rebooting the node as an administrator would", round, n.Name, last)
+			ch.adminReboots++
+			ch.lvmlockdNode = nil
+			ch.kill(n.Name)
+			ch.boots[n.Name] = ch.powerCycle(n)
+			ch.startAgent(n)
+			from, bound = time.Now(), 6*time.Minute
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -521,7 +538,7 @@ func (ch *chaos) report(rounds int, took time.Duration) {
 	sort.Strings(keys)
 	kinds := map[string]int{}
 	var b strings.Builder
-	fmt.Fprintf(&b, "chaos: %d rounds in %.1f min, 0 violations, %d checksum reads verified\n", rounds, took.Minutes(), ch.verified)
+	fmt.Fprintf(&b, "chaos: %d rounds in %.1f min, 0 violations, %d checksum reads verified, %d node reboot(s) for an LV lease lvmlockd did not adopt\n", rounds, took.Minutes(), ch.verified, ch.adminReboots)
 	fmt.Fprintf(&b, "| fault | step | rounds |\n|---|---|---|\n")
 	for _, k := range keys {
 		f, s, _ := strings.Cut(k, " | ")
@@ -562,4 +579,18 @@ func (ch *chaos) diagnose() {
 			ch.t.Logf("%s: %v (err %v):\n%s", n.Name, argv, err, out)
 		}
 	}
+}
+
+// orphanedLVLease: the host's sanlock keeps an LV lease whose holder (a dead lvmlockd) is gone.
+func (ch *chaos) orphanedLVLease(n *node) bool {
+	st, err := n.Sanlock.Status(ch.ctx)
+	if err != nil {
+		return false
+	}
+	for _, r := range st.Resources {
+		if r.Orphan && r.Name != "VGLK" && r.Name != "GLLK" {
+			return true
+		}
+	}
+	return false
 }
