@@ -55,6 +55,7 @@ const (
 	ReasonVolumeGroupConflict = "VolumeGroupConflict"
 	ReasonInvalidNodeSelector = "InvalidNodeSelector"
 	ReasonDuplicateHostID     = "DuplicateHostID"
+	ReasonHostIDRefused       = "HostIDRefused"
 	ReasonUniqueHostIDs       = "UniqueHostIDs"
 	ReasonNoNodes             = "NoNodes"
 	ReasonLockspaceNotStarted = "LockspaceNotStarted"
@@ -124,17 +125,23 @@ func PlanVolumeGroup(f VGFacts, now time.Time) VGPlan {
 		}
 	}
 	sort.Strings(conflicts)
+	// Nodes that refuse to join because their lvmlocal.conf (or a lockspace started by hand)
+	// disagrees with the host_id the operator allocated them: said on the condition, but
+	// they write nothing, so the VG is still created and served by the others.
+	var refusing []string
 	for _, n := range entries {
-		// The agent refuses: its lvmlocal.conf (or a lockspace started by hand) disagrees
-		// with the host_id the operator allocated it.
 		if n.Reason == v1.LockspaceHostIDConflict && len(byHostID[n.HostID]) < 2 {
-			conflicts = append(conflicts, fmt.Sprintf("node %s: %s", n.Node, n.Message))
+			refusing = append(refusing, fmt.Sprintf("node %s: %s", n.Node, n.Message))
 		}
 	}
-	if len(conflicts) > 0 {
+	switch {
+	case len(conflicts) > 0:
 		p.Conditions = append(p.Conditions, VGCondition{Type: v1.ConditionHostIDConflict, OK: true, Reason: ReasonDuplicateHostID, Event: ReasonDuplicateHostID,
-			Message: fmt.Sprintf("duplicate sanlock host IDs (%s): two nodes with one host_id can both write one LV; each node's lvmlocal.conf must set the host_id the operator allocated it (Leases sharedlvm-host-id-<id>)", strings.Join(conflicts, "; "))})
-	} else {
+			Message: fmt.Sprintf("duplicate sanlock host IDs (%s): two nodes with one host_id can both write one LV; each node's lvmlocal.conf must set the host_id the operator allocated it (Leases sharedlvm-host-id-<id>)", strings.Join(append(conflicts, refusing...), "; "))})
+	case len(refusing) > 0:
+		p.Conditions = append(p.Conditions, VGCondition{Type: v1.ConditionHostIDConflict, OK: true, Reason: ReasonHostIDRefused, Event: ReasonHostIDRefused,
+			Message: fmt.Sprintf("nodes refusing to join with a host_id other than the one allocated to them (%s)", strings.Join(refusing, "; "))})
+	default:
 		p.Conditions = append(p.Conditions, VGCondition{Type: v1.ConditionHostIDConflict, Reason: ReasonUniqueHostIDs, Message: "every reporting node has its own sanlock host_id"})
 	}
 
@@ -165,7 +172,7 @@ func PlanVolumeGroup(f VGFacts, now time.Time) VGPlan {
 		for _, name := range f.Selected {
 			if n, ok := live[name]; ok {
 				seen = seen || n.VGFound || n.LockspaceStarted
-				if n.Fresh(now) {
+				if n.Fresh(now) && canCreate(n.Reason) {
 					fresh = append(fresh, name)
 				}
 			}
@@ -198,4 +205,16 @@ func PlanVolumeGroup(f VGFacts, now time.Time) VGPlan {
 	}
 	p.Conditions = append(p.Conditions, ready)
 	return p
+}
+
+// canCreate: a node whose entry says it has no usable host_id (not allocated, unreadable, or
+// disagreeing with lvmlocal.conf) refuses vgcreate; choosing it would leave the VG uncreated
+// for as long as it stays fresh (seen in CI: the node that lost its lvmlocal.conf id was
+// chosen).
+func canCreate(r v1.LockspaceReason) bool {
+	switch r {
+	case v1.LockspaceHostIDConflict, v1.LockspaceWaitingForHostID, v1.LockspaceHostIDUnknown:
+		return false
+	}
+	return true
 }

@@ -11,6 +11,11 @@ import (
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 )
 
+func blocked(e v1.NodeLockspaceStatus) v1.NodeLockspaceStatus {
+	e.Reason, e.Message = v1.LockspaceHostIDConflict, "lvmlocal.conf sets local/host_id = 1"
+	return e
+}
+
 func TestPlanVolumeGroup(t *testing.T) {
 	now := time.Unix(10000, 0)
 	at := func(ago time.Duration) *metav1.Time { t := metav1.NewTime(now.Add(-ago)); return &t }
@@ -71,6 +76,11 @@ func TestPlanVolumeGroup(t *testing.T) {
 			VGFacts{VG: &v1.VolumeGroup{Status: v1.VolumeGroupStatus{CreateNode: "b", Nodes: []v1.NodeLockspaceStatus{entry("a", 1, false, 0), entry("b", 2, false, time.Minute)}}},
 				Selected: []string{"a", "b"}, Existing: exist, Live: []v1.NodeLockspaceStatus{entry("a", 1, false, 0), entry("b", 2, false, time.Minute)}},
 			want{nodesReady: "0/2", createNode: "a", conds: map[string]string{v1.ConditionReady: "False/NoLockspace"}}},
+		{"the node chosen has no usable host_id (lvmlocal.conf disagrees): the next fresh one takes over",
+			VGFacts{VG: &v1.VolumeGroup{Status: v1.VolumeGroupStatus{CreateNode: "a", Nodes: []v1.NodeLockspaceStatus{blocked(entry("a", 2, false, 0)), entry("b", 1, false, 0)}}},
+				Selected: []string{"a", "b"}, Existing: exist, Live: []v1.NodeLockspaceStatus{blocked(entry("a", 2, false, 0)), entry("b", 1, false, 0)}},
+			want{nodesReady: "0/2", createNode: "b", conds: map[string]string{v1.ConditionReady: "False/NoLockspace", v1.ConditionHostIDConflict: "True/HostIDRefused"},
+				events: []string{ReasonHostIDRefused}, msg: map[string]string{v1.ConditionHostIDConflict: "node a: lvmlocal.conf sets local/host_id = 1"}}},
 		{"VG nowhere and nobody fresh: wait, never guess",
 			VGFacts{VG: vg("", entry("a", 1, false, time.Minute)), Selected: []string{"a"}, Existing: exist,
 				Live: []v1.NodeLockspaceStatus{entry("a", 1, false, time.Minute)}},
