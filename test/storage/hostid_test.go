@@ -104,11 +104,15 @@ func TestHostIDCollisionOnRealSharedLVM(t *testing.T) {
 		}
 		return nil
 	}))
-	stB, err = b.Sanlock.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ls, ok := stB.Lockspace(vg); !ok || ls.HostID != int(allocated) {
-		t.Fatalf("%s: sanlock shows %+v, want lvm_%s as host_id %d", b.Name, stB.Lockspaces, vg, allocated)
-	}
+	// From the host itself: its sanlock holds the lockspace as the allocated id.
+	cl.wait("b's sanlock holds the lockspace as the allocated id", time.Minute, func() error {
+		st, err := b.Sanlock.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if ls, ok := st.Lockspace(vg); !ok || ls.HostID != int(allocated) || ls.Adding {
+			return fmt.Errorf("%s: sanlock shows %+v, want lvm_%s as host_id %d", b.Name, st.Lockspaces, vg, allocated)
+		}
+		return nil
+	})
 }
