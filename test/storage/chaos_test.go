@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
@@ -246,11 +247,16 @@ func (ch *chaos) issue(step string) {
 		detach(ch.pickVol(func(v *chaosVol) bool { return len(v.nodes) == 1 }), 0)
 	case "extend":
 		v := ch.pickVol(func(v *chaosVol) bool { return len(v.nodes) < 2 })
-		var obj v1.SharedVolume
-		must(c.Get(ctx, client.ObjectKey{Namespace: "cloud", Name: v.name}, &obj))
 		v.sizeMi += 8
-		obj.Spec.Size = resource.MustParse(fmt.Sprintf("%dMi", v.sizeMi))
-		must(c.Update(ctx, &obj))
+		// The operator writes the volume's status meanwhile: re-read on conflict.
+		must(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			var obj v1.SharedVolume
+			if err := c.Get(ctx, client.ObjectKey{Namespace: "cloud", Name: v.name}, &obj); err != nil {
+				return err
+			}
+			obj.Spec.Size = resource.MustParse(fmt.Sprintf("%dMi", v.sizeMi))
+			return c.Update(ctx, &obj)
+		}))
 	case "clone":
 		src := ch.pickVol(func(v *chaosVol) bool { return len(v.nodes) == 1 && v.sum != "" })
 		clone := newVol(v1.SharedVolumeSpec{Source: &v1.VolumeSource{Volume: v1.ObjectName(src.name)}}, src.sizeMi)

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -293,11 +294,13 @@ func TestCoreFlowsOnRealSharedLVM(t *testing.T) {
 
 	extend := func(size, what string) {
 		t.Helper()
-		if err := cl.c.Get(ctx, client.ObjectKeyFromObject(vol), vol); err != nil {
-			t.Fatal(err)
-		}
-		vol.Spec.Size = resource.MustParse(size)
-		if err := cl.c.Update(ctx, vol); err != nil {
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := cl.c.Get(ctx, client.ObjectKeyFromObject(vol), vol); err != nil {
+				return err
+			}
+			vol.Spec.Size = resource.MustParse(size)
+			return cl.c.Update(ctx, vol)
+		}); err != nil {
 			t.Fatal(err)
 		}
 		tm.add(what, cl.wait("extended to "+size, time.Minute, func() error {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
@@ -32,11 +33,14 @@ func TestPVMoveOnRealSharedLVM(t *testing.T) {
 	}
 	setPVs := func(pv v1.DevicePath) {
 		t.Helper()
-		if err := cl.c.Get(ctx, client.ObjectKeyFromObject(vol), vol); err != nil {
-			t.Fatal(err)
-		}
-		vol.Spec.PVs = []v1.DevicePath{pv}
-		if err := cl.c.Update(ctx, vol); err != nil {
+		// The operator writes the volume's status meanwhile: re-read on conflict.
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := cl.c.Get(ctx, client.ObjectKeyFromObject(vol), vol); err != nil {
+				return err
+			}
+			vol.Spec.PVs = []v1.DevicePath{pv}
+			return cl.c.Update(ctx, vol)
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
