@@ -17,6 +17,7 @@ import (
 
 	"github.com/sharedlvm/sharedlvm-operator/agent"
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
+	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
 	"github.com/sharedlvm/sharedlvm-operator/plugin"
 	"github.com/sharedlvm/sharedlvm-operator/roles"
@@ -32,6 +33,9 @@ roles:
   agent      run the node agent (NODE_NAME must be set)
   wait-locks block until this node's agent restored its locks for the current boot
              (init container of nova-compute or any VM launcher)
+  kill-vg VG take VG's LVs offline on this host after it lost the VG's lease storage
+             (lvm.conf: global/lvmlockctl_kill_command = "/path/to/sharedlvm kill-vg";
+             run by lvmlockctl --kill from sanlock, on the host, not in a container)
   version    print the version
   kubectl-sharedlvm COMMAND
              the kubectl plugin (also run when the binary is named kubectl-sharedlvm:
@@ -58,6 +62,8 @@ func main() {
 		err = runWaitLocks(args)
 	case "kubectl-sharedlvm", "plugin":
 		err = runPlugin(args)
+	case "kill-vg":
+		err = runKillVG(args)
 	case "version":
 		fmt.Println(Version)
 	case "-h", "--help", "help":
@@ -74,6 +80,22 @@ func exitOn(what string, err error) {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", what, err)
 		os.Exit(1)
 	}
+}
+
+// runKillVG is lvm.conf's lvmlockctl_kill_command. It runs on the host, from sanlock's
+// kill path, with no API access: it only takes the LVs offline, and lvmlockctl then drops
+// the VG's locks; the agent sees the dropped lockspace and reports it.
+func runKillVG(args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("usage: sharedlvm kill-vg VG")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	names, err := lvm.New(executor.Local{}).KillVG(ctx, args[0])
+	for _, n := range names {
+		fmt.Printf("sharedlvm kill-vg: %s taken offline (error target)\n", n)
+	}
+	return err
 }
 
 // runPlugin runs `kubectl sharedlvm ...` with kubectl's kubeconfig rules (--kubeconfig,

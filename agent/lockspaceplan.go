@@ -21,6 +21,9 @@ type LockspaceFacts struct {
 	// died and its successor did not adopt it); Started is then false. OrphanIdle: sanlock
 	// holds no lease in it and no LV of the VG is active here.
 	Orphaned, OrphanIdle bool
+	// StorageLost: the VG's LVM report failed and one of its PVs cannot be read here (the
+	// node lost its path to the storage); Started is then false.
+	StorageLost bool
 }
 
 // LockspaceAction is what the cycle does with the VG's lockspace.
@@ -48,6 +51,10 @@ func PlanLockspace(f LockspaceFacts) LockspaceAction {
 	switch {
 	case f.Conflict != "" || f.HostIDMismatch:
 		return LockspaceRefuse
+	case f.StorageLost:
+		// Nothing to start or create on storage this node cannot read: sanlock and the
+		// kill command deal with the lockspace; the node rejoins once the PVs read again.
+		return LockspaceNone
 	case f.Orphaned:
 		// Only when nothing depends on it: leases held or LVs active mean the node must be
 		// rebooted (said on the entry), never a lockspace pulled from under them.

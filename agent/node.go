@@ -32,6 +32,9 @@ type Node struct {
 	snapMu   sync.Mutex
 	snap     *sanlock.Status
 	snapTime time.Time
+
+	probeMu sync.Mutex
+	probing map[string]time.Time // devices whose probe read has not returned, since when
 }
 
 // NewNode returns a Node running commands through e.
@@ -121,6 +124,66 @@ func (n *Node) SanlockStatus(ctx context.Context, maxAge time.Duration) (*sanloc
 	}
 	n.snap, n.snapTime = st, time.Now()
 	return st, nil
+}
+
+// probeTimeout bounds one probe read: a path that does not answer within it is lost for
+// this node's purposes (sanlock's own lease I/O times out after io_timeout, 10 s default).
+const probeTimeout = 10 * time.Second
+
+// ProbeDevices reads the first 4 KiB of each device past the page cache and returns the
+// first that cannot be read, with why: the node's path to that storage is lost (EIO), or
+// the read does not return (a path that queues I/O). A read that never returns is not
+// started again while it hangs; the device is reported as blocked since then.
+func (n *Node) ProbeDevices(ctx context.Context, paths []string) (string, error) {
+	for _, p := range paths {
+		if err := n.probe(ctx, p); err != nil {
+			return p, err
+		}
+	}
+	return "", nil
+}
+
+func (n *Node) probe(ctx context.Context, path string) error {
+	if err := blockdev.ValidateDevice(path); err != nil {
+		return err
+	}
+	n.probeMu.Lock()
+	if since, ok := n.probing[path]; ok {
+		n.probeMu.Unlock()
+		return fmt.Errorf("a read of it has not returned since %s", since.UTC().Format(time.RFC3339))
+	}
+	if n.probing == nil {
+		n.probing = map[string]time.Time{}
+	}
+	n.probing[path] = time.Now()
+	n.probeMu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		if r, ok := n.exec.(executor.DeviceReader); ok {
+			_, err = r.ReadDevice(context.WithoutCancel(ctx), path, 0, 4096)
+		} else {
+			var res executor.Result
+			res, err = n.exec.Run(context.WithoutCancel(ctx), []string{"dd", "if=" + path, "of=/dev/null", "bs=4096", "count=1", "iflag=direct", "status=none"})
+			if err == nil && res.ExitCode != 0 {
+				err = fmt.Errorf("%s", strings.TrimSpace(string(res.Stderr)))
+			}
+		}
+		n.probeMu.Lock()
+		delete(n.probing, path)
+		n.probeMu.Unlock()
+		done <- err
+	}()
+	t := time.NewTimer(probeTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("a read of it did not return within %v", probeTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Invalidate drops the cached sanlock reading after this node changed a lock.

@@ -155,6 +155,7 @@ func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		r.rejoin(ctx, &vg, c)
 	}
 	c.finish(ctx, r)
+	r.storageEvents(&vg, &c.entry)
 	if err := r.applyEntryIfChanged(ctx, &vg, &c.entry); err != nil {
 		// Every node writes its entry into the one VolumeGroup object: after a power loss
 		// of the whole cluster they all do so at once. Retrying at once (exponential
@@ -259,7 +260,56 @@ func (r *VolumeGroupAgent) observe(ctx context.Context, vg *v1.VolumeGroup) *cyc
 	default:
 		c.note(v1.LockspaceReportFailed, "LVM report failed: "+repErr.Error())
 	}
+	if repErr != nil {
+		r.checkStorage(ctx, vg, c, repErr)
+	}
 	return c
+}
+
+// storageEvents says it when this node loses its path to the VG's storage, and when it
+// reads the VG's PVs again (from the entry it last wrote).
+func (r *VolumeGroupAgent) storageEvents(vg *v1.VolumeGroup, e *v1.NodeLockspaceStatus) {
+	var prev v1.LockspaceReason
+	for _, n := range vg.Status.Nodes {
+		if n.Node == r.Node.Name {
+			prev = n.Reason
+		}
+	}
+	switch {
+	case e.Reason == v1.LockspaceStorageLost && prev != v1.LockspaceStorageLost:
+		r.Recorder.Eventf(vg, nil, corev1.EventTypeWarning, string(v1.LockspaceStorageLost), "Report", "node %s: %s", r.Node.Name, e.Message)
+	case prev == v1.LockspaceStorageLost && e.Reason != v1.LockspaceStorageLost:
+		r.Recorder.Eventf(vg, nil, corev1.EventTypeNormal, "StorageBack", "Report", "node %s reads the PVs of VG %s again (lockspace: %s)", r.Node.Name, vg.Spec.VGName, e.Reason)
+	}
+}
+
+// checkStorage: the VG's report failed; can this node still read the VG's PVs? A node that
+// lost its path to the LUN sees the VG as missing (measured: lvs says "Volume group not
+// found" within seconds), but the VG is not gone: the node is cut off from it, and what
+// follows is sanlock's business (its lease renewals fail; after 8 × io_timeout it runs
+// lvmlockctl --kill, and lvm.conf's lvmlockctl_kill_command takes the VG's LVs offline, or
+// the watchdog resets the node).
+func (r *VolumeGroupAgent) checkStorage(ctx context.Context, vg *v1.VolumeGroup, c *cycle, repErr error) {
+	pvs := make([]string, 0, len(vg.Spec.PVs))
+	for _, p := range vg.Spec.PVs {
+		pvs = append(pvs, string(p))
+	}
+	pv, err := r.Node.ProbeDevices(ctx, pvs)
+	if err == nil {
+		return
+	}
+	c.facts.StorageLost, c.facts.Started, c.facts.VGNotFound = true, false, false
+	held := ""
+	if c.sanlock != nil {
+		if _, ok := c.sanlock.Lockspace(c.vg); ok {
+			held = " sanlock still holds the node's lockspace lvm_" + c.vg + " but cannot renew its lease there:"
+		}
+	}
+	// The most important thing to say of the node: it replaces what the report said.
+	c.entry.Reason = v1.LockspaceStorageLost
+	c.entry.Message = fmt.Sprintf("PV %s of VG %s cannot be read on this node (%v): the node lost its path to the VG's storage.%s once its lease is 8 × io_timeout old, sanlock runs lvmlockctl --kill, and lvm.conf's lvmlockctl_kill_command (sharedlvm kill-vg) takes the VG's LVs offline here, or else the watchdog resets the node; other nodes may take its volumes once their sanlock declares it DEAD (8 × io_timeout + 60 s after its last renewal). The node takes no new work in the VG, and rejoins when the path returns.",
+		pv, c.vg, err, held)
+	log.FromContext(ctx).Info("storage lost", "vg", c.vg, "pv", pv, "read", err.Error(), "report", repErr.Error())
 }
 
 // checkOrphaned: sanlock holds the VG's lockspace; does lvmlockd still serve it? A
@@ -661,6 +711,7 @@ func (r *VolumeGroupAgent) repairDrift(ctx context.Context, vgName string, st *s
 			wanted[a.Status.LVUUID] = true
 		}
 	}
+	r.deactivateStranded(ctx, vgName, st, vg, wanted)
 	for _, res := range st.Resources {
 		if res.Lockspace != "lvm_"+vgName || wanted[res.Name] {
 			continue
@@ -715,6 +766,51 @@ func (r *VolumeGroupAgent) repairDrift(ctx context.Context, vgName string, st *s
 			statusutil.SetCondition(&vol.Status.Conditions, vol.Generation, v1.ConditionLockDrift, err != nil, reason,
 				msg+" at "+time.Now().UTC().Format(time.RFC3339))
 			_ = patchStatus(ctx, r.Client, vol, orig, func(o client.Object) any { return o.(*v1.SharedVolume).Status })
+		}
+	}
+}
+
+// deactivateStranded deactivates managed LVs that are active on this node with no lease,
+// no attachment here and only the error target in their device: what a kill leaves behind (lvmlockctl --kill's command replaced
+// their tables with the error target and lvmlockd dropped their locks when the node lost
+// its path to the storage; other nodes may hold them now). Nothing on this node may use
+// them; their devices go once the lockspace is back.
+func (r *VolumeGroupAgent) deactivateStranded(ctx context.Context, vgName string, st *sanlock.Status, vg *lvm.VG, wanted map[string]bool) {
+	for i := range vg.LVs {
+		lv := &vg.LVs[i]
+		// Only LVs with a lock of their own (not snapshots, which the origin's lock covers).
+		if !lv.ActiveLocally || lv.Name == lvm.LockLVName || wanted[lv.UUID] || !lv.HasTag(v1.TagManaged) || lv.LockArgs == "" || lv.Origin != "" {
+			continue
+		}
+		if _, held := st.Lease(vgName, lv.UUID); held {
+			continue // a lease: repairDrift's case
+		}
+		if off, err := r.Node.LVM.TakenOffline(ctx, vgName, lv.Name); err != nil || !off {
+			continue // only what a kill left: an LV whose device has the error target
+		}
+		vol, err := r.volumeByUUID(ctx, lv.UUID)
+		if err != nil {
+			return // when unsure, leave it
+		}
+		if vol != nil && r.attachedHere(ctx, vol) {
+			continue
+		}
+		unlock, ok := r.Node.TryLockLV(vgName, lv.Name)
+		if !ok {
+			continue // an operation of this agent has it active on purpose (create, wipe, copy)
+		}
+		err = r.Node.LVM.Activate(ctx, vgName, lvm.Deactivate, lv.Name)
+		r.Node.Invalidate()
+		unlock()
+		msg := fmt.Sprintf("node %s had LV %s/%s active with no lease and no attachment (left by a kill after the node lost its storage path)", r.Node.Name, vgName, lv.Name)
+		if err != nil {
+			msg += "; deactivating it failed: " + err.Error()
+		} else {
+			msg += "; deactivated it"
+		}
+		log.FromContext(ctx).Info("stranded LV", "lv", lv.Name, "deactivated", err == nil, "message", msg)
+		if vol != nil {
+			r.Recorder.Eventf(vol, nil, corev1.EventTypeWarning, "StrandedLV", "RepairDrift", "%s", msg)
 		}
 	}
 }

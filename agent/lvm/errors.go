@@ -89,6 +89,8 @@ func (e *Error) Error() string {
 		cmd = cmd[:117] + "..."
 	}
 	switch {
+	case e.Err != nil && cmd == "":
+		return e.Err.Error()
 	case e.Err != nil:
 		return fmt.Sprintf("%s: %v", cmd, e.Err)
 	case e.Stderr != "":

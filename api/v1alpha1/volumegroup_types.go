@@ -127,7 +127,7 @@ type FailedHost struct {
 
 // LockspaceReason says, in a node's lockspace entry, why the lockspace is not started or
 // what the node's last VG operation ran into.
-// +kubebuilder:validation:Enum=Started;Joining;VGNotFound;VGCreateFailed;WaitingForVGCreateClaim;LockstartFailed;HostIDConflict;SanlockNotAnswering;HostIDUnknown;WaitingForHostID;ReportFailed;LockFailed;VolumeGroupConflict
+// +kubebuilder:validation:Enum=Started;Joining;VGNotFound;VGCreateFailed;WaitingForVGCreateClaim;LockstartFailed;HostIDConflict;SanlockNotAnswering;HostIDUnknown;WaitingForHostID;ReportFailed;LockFailed;VolumeGroupConflict;StorageLost
 type LockspaceReason string
 
 const (
@@ -153,6 +153,11 @@ const (
 	// LockspaceVolumeGroupConflict: another, older VolumeGroup claims the same VG name or
 	// one of the same PVs; the agent serves only the older one.
 	LockspaceVolumeGroupConflict LockspaceReason = "VolumeGroupConflict"
+	// LockspaceStorageLost: the node cannot read the VG's PVs (its path to the storage is
+	// lost): it takes no new work in the VG, and sanlock, unable to renew the node's lease,
+	// has the VG's LVs taken offline here (lvmlockctl_kill_command) or the node reset by
+	// its watchdog before other nodes may take them. The node rejoins when the path returns.
+	LockspaceStorageLost LockspaceReason = "StorageLost"
 )
 
 // VolumeGroupStatus is the observed state of the shared VG.

@@ -657,6 +657,9 @@ func (c *Cluster) dd(host int, argv []string) executor.Result {
 		}
 		return v, l, nil
 	}
+	if kv["of"] == "/dev/null" {
+		return ok("") // a probe read of a device (the agent's path check): every path works here
+	}
 	_, src, res := open(kv["if"])
 	if res != nil {
 		return *res

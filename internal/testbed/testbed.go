@@ -52,6 +52,13 @@ type Config struct {
 	// ForwardAddr:port (a virtio-net NIC on QEMU's user network with restrict=on: nothing
 	// else is reachable, and nothing reaches the guests). Empty: no NIC at all.
 	Forwards []int
+	// DMPaths puts a device-mapper linear device /dev/mapper/lunN between each guest and LUN
+	// N, and LVM sees only those: the host's path to the LUN, which FailPath replaces with
+	// the error target (a host losing its SAN path) and RestorePath brings back.
+	DMPaths bool
+	// KillCommand sets lvm.conf's lvmlockctl_kill_command to the product's
+	// "sharedlvm kill-vg" (built from this tree), as a production node should.
+	KillCommand bool
 }
 
 // ForwardAddr is the address at which a guest reaches the forwarded loopback ports; the
@@ -70,6 +77,8 @@ type Bed struct {
 	Hosts []*Host
 	image string
 	guest string
+	// product is the sharedlvm binary built for KillCommand.
+	product string
 	// sockDir holds the virtio-serial sockets: a unix socket path must stay under 108
 	// bytes, which a run directory named after a long test does not.
 	sockDir string
@@ -194,6 +203,15 @@ func New(ctx context.Context, cfg Config) (*Bed, error) {
 		return nil, err
 	}
 	b := &Bed{Config: cfg, Dir: dir, image: image, guest: guestd, sockDir: sockDir}
+	if cfg.KillCommand {
+		b.product = filepath.Join(CacheDir(), "testbed", "bin", "sharedlvm")
+		build := exec.CommandContext(ctx, "go", "build", "-o", b.product, ".")
+		build.Dir = repoRoot()
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("building the sharedlvm binary: %v: %s", err, out)
+		}
+	}
 	for i := 0; i < cfg.LUNs; i++ {
 		p := filepath.Join(dir, fmt.Sprintf("lun%d.img", i))
 		f, err := os.Create(p)
@@ -230,6 +248,53 @@ func New(ctx context.Context, cfg Config) (*Bed, error) {
 
 // GuestDevice is the path of LUN i inside the guests (/dev/vda, /dev/vdb, ...).
 func GuestDevice(i int) string { return "/dev/vd" + string(rune('a'+i)) }
+
+// PV is the path through which the guests' LVM sees LUN i: GuestDevice(i), or
+// /dev/mapper/lunI with DMPaths.
+func (b *Bed) PV(i int) string {
+	if b.Config.DMPaths {
+		return fmt.Sprintf("/dev/mapper/lun%d", i)
+	}
+	return GuestDevice(i)
+}
+
+func (b *Bed) extraCmdline() string {
+	var s string
+	if b.Config.DMPaths {
+		s += " sharedlvm.dmpaths=1"
+	}
+	if b.product != "" {
+		s += " sharedlvm.killcmd=" + b.product
+	}
+	return s
+}
+
+// FailPath makes LUN i fail on this host (DMPaths): every I/O through /dev/mapper/lunI,
+// sanlock's lease I/O included, returns EIO, as when a host loses its path to the SAN.
+func (h *Host) FailPath(ctx context.Context, i int) error {
+	return h.loadPath(ctx, i, "error")
+}
+
+// RestorePath brings LUN i's path back on this host.
+func (h *Host) RestorePath(ctx context.Context, i int) error {
+	return h.loadPath(ctx, i, "linear "+GuestDevice(i)+" 0")
+}
+
+func (h *Host) loadPath(ctx context.Context, i int, target string) error {
+	if !h.bed.Config.DMPaths {
+		return errors.New("the bed has no device-mapper paths (Config.DMPaths)")
+	}
+	name := fmt.Sprintf("lun%d", i)
+	size, err := h.MustRun(ctx, "cat", "/sys/block/"+strings.TrimPrefix(GuestDevice(i), "/dev/")+"/size")
+	if err != nil {
+		return err
+	}
+	if _, err := h.MustRun(ctx, "dmsetup", "load", name, "--table", "0 "+strings.TrimSpace(size)+" "+target); err != nil {
+		return err
+	}
+	_, err = h.MustRun(ctx, "dmsetup", "resume", name)
+	return err
+}
 
 // Close kills every host. LUN images and console logs stay in Dir for debugging.
 func (b *Bed) Close() {
@@ -268,8 +333,8 @@ func (h *Host) Boot(ctx context.Context) error {
 		"-name", h.Name, "-accel", "tcg", "-cpu", "max", "-m", fmt.Sprint(cfg.MemoryMB), "-smp", "1",
 		"-display", "none", "-monitor", "none", "-serial", "file:" + h.Console, "-no-reboot", "-nic", nic,
 		"-kernel", filepath.Join(h.bed.image, "vmlinuz"), "-initrd", filepath.Join(h.bed.image, "initrd.gz"),
-		"-append", fmt.Sprintf("console=ttyS0 quiet panic=-1 sharedlvm.guestd=%s sharedlvm.hostid=%d sharedlvm.iot=%d sharedlvm.daemons=%s sharedlvm.name=%s",
-			h.bed.guest, h.localHostID(), cfg.IOTimeout, daemons, h.Name),
+		"-append", fmt.Sprintf("console=ttyS0 quiet panic=-1 sharedlvm.guestd=%s sharedlvm.hostid=%d sharedlvm.iot=%d sharedlvm.daemons=%s sharedlvm.name=%s%s",
+			h.bed.guest, h.localHostID(), cfg.IOTimeout, daemons, h.Name, h.bed.extraCmdline()),
 		"-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
 		"-device", "virtio-serial",
 		"-chardev", fmt.Sprintf("socket,id=c0,path=%s,server=on,wait=off", h.sock),

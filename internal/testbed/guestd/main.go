@@ -73,10 +73,43 @@ func initGuest() {
 		must(syscall.Sethostname([]byte(name)), "hostname")
 	}
 	// Plain devices, no udev: LVM scans /dev/vd* directly. lvmpolld runs pvmove's polling.
+	// With sharedlvm.dmpaths=1 each LUN is reached through a device-mapper linear device
+	// /dev/mapper/lunN instead (the host's "path" to it, which the bed can fail by loading
+	// the error target), and LVM sees only those.
+	filter := `"a|^/dev/vd|", "r|.*|"`
+	if cl["dmpaths"] == "1" {
+		filter = `"a|^/dev/mapper/lun[0-9]+$|", "r|.*|"`
+		disks, _ := filepath.Glob("/sys/block/vd*")
+		for i, d := range disks {
+			b, err := os.ReadFile(filepath.Join(d, "size"))
+			if err != nil {
+				must(err, "size of "+d)
+				continue
+			}
+			table := fmt.Sprintf("0 %s linear /dev/%s 0", strings.TrimSpace(string(b)), filepath.Base(d))
+			c := exec.Command("dmsetup", "create", fmt.Sprintf("lun%d", i), "--table", table)
+			c.Env = env
+			if out, err := c.CombinedOutput(); err != nil {
+				logf("dmsetup create lun%d: %v: %s", i, err, out)
+			}
+		}
+		// No udev here to make the /dev/mapper nodes.
+		c := exec.Command("dmsetup", "mknodes")
+		c.Env = env
+		if out, err := c.CombinedOutput(); err != nil {
+			logf("dmsetup mknodes: %v: %s", err, out)
+		}
+	}
+	// With sharedlvm.killcmd=PATH, lvmlockctl --kill (run by sanlock when a VG's lease
+	// storage is lost) runs "PATH kill-vg VG" to take the VG's LVs offline.
+	global := ""
+	if k := cl["killcmd"]; k != "" {
+		global = "\n  lvmlockctl_kill_command = \"" + k + " kill-vg\""
+	}
 	lvmConf := `devices {
   use_devicesfile = 0
   obtain_device_list_from_udev = 0
-  filter = [ "a|^/dev/vd|", "r|.*|" ]
+  filter = [ ` + filter + ` ]
   hints = "none"
 }
 activation {
@@ -87,7 +120,7 @@ activation {
 global {
   use_lvmlockd = 1
   use_lvmpolld = 1
-  event_activation = 0
+  event_activation = 0` + global + `
 }
 backup {
   backup = 0
