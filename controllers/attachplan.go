@@ -189,7 +189,7 @@ func waitingFor(self string, nodes []lockrule.Node, f AttachmentFacts) (AttachRe
 	reason := ReasonWaitingForOtherNodes
 	var parts []string
 	for _, n := range nodes {
-		if n.Name == self || n.Held == lockrule.None {
+		if n.Name == self || n.Held.OrNone() == lockrule.None {
 			continue
 		}
 		v := f.Verdicts[n.Name]

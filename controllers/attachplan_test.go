@@ -52,6 +52,7 @@ func TestPlanAttachment(t *testing.T) {
 		phase   v1.AttachmentPhase
 		reason  AttachReason
 		msg     []string
+		without []string // must not appear in the message
 		release bool
 	}{
 		{
@@ -114,6 +115,19 @@ func TestPlanAttachment(t *testing.T) {
 			},
 			vol: readyVol(false), problems: ok,
 			desired: v1.LockNone, phase: v1.AttachmentPending, reason: ReasonWaitingForOtherNodes, msg: []string{"compute-0 holds the lock (Exclusive) and is asked to convert or release it"},
+		},
+		{
+			// Seen on the bed (path loss): a node with a new attachment and no lock reported
+			// yet (AppliedLock "") was named as holding the lock "()".
+			name: "a newcomer holding nothing is not named as a holder",
+			self: 0,
+			atts: []v1.VolumeAttachment{
+				deleting(att("old", c0, v1.PurposeInstance, 0, v1.LockExclusive, v1.LockExclusive)),
+				att("new", c1, v1.PurposeInstance, 1, "", ""),
+			},
+			vol: readyVol(false), problems: ok,
+			desired: v1.LockNone, phase: v1.AttachmentDetaching,
+			without: []string{"()", "compute-1 holds"},
 		},
 		{
 			// #14 item 1: DEAD counts whatever the holder's agent says (it still reports Exclusive).
@@ -313,6 +327,11 @@ func TestPlanAttachment(t *testing.T) {
 			for _, m := range tc.msg {
 				if !strings.Contains(p.Message, m) {
 					t.Errorf("message %q lacks %q", p.Message, m)
+				}
+			}
+			for _, m := range tc.without {
+				if strings.Contains(p.Message, m) {
+					t.Errorf("message %q has %q", p.Message, m)
 				}
 			}
 		})
