@@ -33,6 +33,10 @@ type Node struct {
 	snap     *sanlock.Status
 	snapTime time.Time
 
+	lockdMu   sync.Mutex
+	lockd     []lvm.LockdVG
+	lockdTime time.Time
+
 	probeMu sync.Mutex
 	probing map[string]time.Time // devices whose probe read has not returned, since when
 }
@@ -186,11 +190,34 @@ func (n *Node) probe(ctx context.Context, path string) error {
 	}
 }
 
-// Invalidate drops the cached sanlock reading after this node changed a lock.
+// LockdInfo returns `lvmlockctl --info`, reusing a reading younger than maxAge: the report
+// cycles of a node's VGs run together, and one reading serves them all.
+func (n *Node) LockdInfo(ctx context.Context, maxAge time.Duration) ([]lvm.LockdVG, error) {
+	n.lockdMu.Lock()
+	defer n.lockdMu.Unlock()
+	if n.lockd != nil && time.Since(n.lockdTime) < maxAge {
+		return n.lockd, nil
+	}
+	info, err := n.LVM.LockdInfo(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if info == nil {
+		info = []lvm.LockdVG{}
+	}
+	n.lockd, n.lockdTime = info, time.Now()
+	return info, nil
+}
+
+// Invalidate drops the cached sanlock and lvmlockd readings after this node changed a lock
+// or a lockspace.
 func (n *Node) Invalidate() {
 	n.snapMu.Lock()
 	n.snap = nil
 	n.snapMu.Unlock()
+	n.lockdMu.Lock()
+	n.lockd = nil
+	n.lockdMu.Unlock()
 }
 
 // LeaseMode returns the lock this node holds on an LV, read from sanlock (never from lvs).

@@ -317,7 +317,9 @@ func (r *VolumeGroupAgent) checkStorage(ctx context.Context, vg *v1.VolumeGroup,
 // command that locks the VG fails here while reports (read without the lock) still work
 // (seen in the chaos tier). The node is then not started in the VG.
 func (r *VolumeGroupAgent) checkOrphaned(ctx context.Context, c *cycle, report *lvm.Report) {
-	info, err := r.Node.LVM.LockdInfo(ctx)
+	// One reading per report cycle serves every VG of the node (their reconciles run
+	// together); a lock or lockspace change since invalidates it.
+	info, err := r.Node.LockdInfo(ctx, min(time.Second, r.interval()/2))
 	if err != nil {
 		return // lvmlockd not answering: the next command says so
 	}
