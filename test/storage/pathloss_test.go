@@ -176,6 +176,7 @@ func TestPathLossOnRealSharedLVM(t *testing.T) {
 	})
 	t.Logf("%.1fs host1's attachment: NodeNotReady: %s", at(), attMsg)
 	cl.wait("StorageLost Event on the VolumeGroup", 10*time.Second, eventFn(cl, "cinder", "StorageLost"))
+	cl.wait("NodeNotReady Event on host1's attachment", 10*time.Second, eventFn(cl, "stranded-host1", "NodeNotReady"))
 
 	// sanlock runs the kill: the LV's device on host1 gets the error target.
 	cl.wait("host1's LV taken offline by the kill command", 90*time.Second, func() error {
