@@ -203,6 +203,9 @@ type cycle struct {
 	entry   v1.NodeLockspaceStatus
 	sanlock *sanlock.Status
 	lvmVG   *lvm.VG
+	// unreadable says which spec PV could not be read, when the node never had the VG
+	// (a node that does not see the LUN, or a wrong path): said with VGNotFound.
+	unreadable string
 }
 
 // note records the first problem met: it says why the lockspace is not started (or what
@@ -298,13 +301,26 @@ func (r *VolumeGroupAgent) checkStorage(ctx context.Context, vg *v1.VolumeGroup,
 	if err == nil {
 		return
 	}
-	c.facts.StorageLost, c.facts.Started, c.facts.VGNotFound = true, false, false
 	held := ""
 	if c.sanlock != nil {
 		if _, ok := c.sanlock.Lockspace(c.vg); ok {
 			held = " sanlock still holds the node's lockspace lvm_" + c.vg + " but cannot renew its lease there:"
 		}
 	}
+	// Lost, or never had? Only a node that had the VG (its lockspace runs, or its last entry
+	// saw the VG) lost its path; another one does not see the LUN (or spec.pvs names a
+	// path it does not have): that is VGNotFound, with what the read said.
+	had := held != ""
+	for _, n := range vg.Status.Nodes {
+		if n.Node == r.Node.Name && (n.VGFound || n.LockspaceStarted || n.Reason == v1.LockspaceStorageLost) {
+			had = true
+		}
+	}
+	if !had {
+		c.unreadable = fmt.Sprintf("PV %s: %v", pv, err)
+		return
+	}
+	c.facts.StorageLost, c.facts.Started, c.facts.VGNotFound = true, false, false
 	// The most important thing to say of the node: it replaces what the report said.
 	c.entry.Reason = v1.LockspaceStorageLost
 	c.entry.Message = fmt.Sprintf("PV %s of VG %s cannot be read on this node (%v): the node lost its path to the VG's storage.%s once its lease is 8 × io_timeout old, sanlock runs lvmlockctl --kill, and lvm.conf's lvmlockctl_kill_command (sharedlvm kill-vg) takes the VG's LVs offline here, or else the watchdog resets the node; other nodes may take its volumes once their sanlock declares it DEAD (8 × io_timeout + 60 s after its last renewal). The node takes no new work in the VG, and rejoins when the path returns.",
@@ -459,7 +475,11 @@ func (r *VolumeGroupAgent) lockstart(ctx context.Context, vg *v1.VolumeGroup, c 
 // command per cycle, whatever the number of LVs), and when it was made.
 func (c *cycle) finish(ctx context.Context, r *VolumeGroupAgent) {
 	if c.facts.VGNotFound {
-		c.note(v1.LockspaceVGNotFound, fmt.Sprintf("VG %s is not visible on this node's devices", c.vg))
+		msg := fmt.Sprintf("VG %s is not visible on this node's devices", c.vg)
+		if c.unreadable != "" {
+			msg += " (" + c.unreadable + ")"
+		}
+		c.note(v1.LockspaceVGNotFound, msg)
 	}
 	c.entry.VGFound = c.facts.VGFound
 	c.entry.LockspaceStarted = c.facts.Started
