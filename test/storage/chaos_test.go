@@ -46,6 +46,10 @@ const (
 // chaosSchedule returns the faults of n rounds: every kind at least once from 6 rounds on,
 // in proportions that keep 50 rounds near 15 minutes (a reset costs ~100 s of sanlock
 // rejoin after an unclean shutdown), shuffled.
+// chaosVGs: VolumeGroup object → LVM VG. The first spans two PVs (pvmove moves between
+// them); the second is the target of migrations between VGs.
+var chaosVGs = map[string]string{"cinder": vg, "cinder2": "vg2"}
+
 func chaosSchedule(n int, rng *rand.Rand) []string {
 	counts := map[string]int{faultReset: 1, faultSanlock: 1, faultAPIServer: max(1, n/12), faultLvmlockd: max(1, n/5), faultOperator: max(1, n/4)}
 	var out []string
@@ -64,8 +68,11 @@ func chaosSchedule(n int, rng *rand.Rand) []string {
 }
 
 type chaosVol struct {
-	name   string
-	uid    string
+	name string
+	uid  string
+	// vg is the VolumeGroup the volume lives in (chaosVGs), pv the PV its spec.pvs asks
+	// for ("" when none).
+	vg, pv string
 	sum    string // md5 of its first MiB, once written ("" before)
 	sizeMi int64
 	// atts: node → attachment name, in the order attached.
@@ -110,7 +117,7 @@ func TestChaosOnRealSharedLVM(t *testing.T) {
 	seed := int64(envInt("SHAREDLVM_CHAOS_SEED", int(time.Now().UnixNano()%1_000_000_007)))
 	t.Logf("chaos: %d rounds, seed %d (replay with SHAREDLVM_CHAOS_SEED=%d SHAREDLVM_CHAOS_ROUNDS=%d)", rounds, seed, seed, rounds)
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x5eed))
-	bed := newBed(t, testbed.Config{Hosts: 2, LUNs: 1, LUNSize: 2 << 30, IOTimeout: 3})
+	bed := newBed(t, testbed.Config{Hosts: 2, LUNs: 3, LUNSize: 1 << 30, IOTimeout: 3})
 	ch := &chaos{t: t, rng: rng, proc: map[string]*faults.Proxy{}, byKindStep: map[string]int{}, boots: map[string]string{}}
 	cl := startClusterVia(t, bed, 0, func(env *envtestutil.Env, name string) *rest.Config {
 		ch.mu.Lock()
@@ -135,8 +142,23 @@ func TestChaosOnRealSharedLVM(t *testing.T) {
 	})
 	ch.cluster = cl
 	start := time.Now()
-	cl.createVG()
-	t.Logf("VG created, both lockspaces started in %.1fs", time.Since(start).Seconds())
+	cl.createVG("/dev/vda", "/dev/vdb")
+	if err := cl.c.Create(cl.ctx, &v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: "cinder2"},
+		Spec: v1.VolumeGroupSpec{VGName: "vg2", PVs: []v1.DevicePath{"/dev/vdc"},
+			NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"san": "lun0"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	cl.wait("VG vg2 created and started on both hosts", 4*time.Minute, func() error {
+		var g v1.VolumeGroup
+		if err := cl.c.Get(cl.ctx, client.ObjectKey{Name: "cinder2"}, &g); err != nil {
+			return err
+		}
+		if g.Status.NodesReady != "2/2" {
+			return fmt.Errorf("nodesReady %q", g.Status.NodesReady)
+		}
+		return nil
+	})
+	t.Logf("VGs vg1 (2 PVs) and vg2 created, both hosts' lockspaces started in %.1fs", time.Since(start).Seconds())
 
 	schedule := chaosSchedule(rounds, rng)
 	t0 := time.Now()
@@ -165,7 +187,7 @@ func (ch *chaos) pickStep() string {
 		live++
 		switch len(v.nodes) {
 		case 0:
-			steps = append(steps, "attach", "extend", "delete")
+			steps = append(steps, "attach", "extend", "delete", "migration to the other VG")
 		case 1:
 			steps = append(steps, "live migration (ex→sh)", "detach", "extend")
 			if v.sum != "" {
@@ -173,6 +195,9 @@ func (ch *chaos) pickStep() string {
 			}
 		case 2:
 			steps = append(steps, "migration done (sh→ex)")
+		}
+		if v.vg == "cinder" && len(v.nodes) < 2 {
+			steps = append(steps, "pvmove")
 		}
 	}
 	if live < 5 {
@@ -209,7 +234,7 @@ func (ch *chaos) issue(step string) {
 	}
 	newVol := func(spec v1.SharedVolumeSpec, sizeMi int64) *chaosVol {
 		ch.next++
-		v := &chaosVol{name: fmt.Sprintf("chaos-%03d", ch.next), sizeMi: sizeMi}
+		v := &chaosVol{name: fmt.Sprintf("chaos-%03d", ch.next), sizeMi: sizeMi, vg: "cinder"}
 		spec.VolumeGroup, spec.Size = "cinder", resource.MustParse(fmt.Sprintf("%dMi", sizeMi))
 		obj := &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: v.name}, Spec: spec}
 		must(c.Create(ctx, obj))
@@ -261,6 +286,33 @@ func (ch *chaos) issue(step string) {
 		src := ch.pickVol(func(v *chaosVol) bool { return len(v.nodes) == 1 && v.sum != "" })
 		clone := newVol(v1.SharedVolumeSpec{Source: &v1.VolumeSource{Volume: v1.ObjectName(src.name)}}, src.sizeMi)
 		clone.sum = src.sum
+	case "pvmove":
+		v := ch.pickVol(func(v *chaosVol) bool { return v.vg == "cinder" && len(v.nodes) < 2 })
+		v.pv = "/dev/vdb"
+		var obj v1.SharedVolume
+		must(c.Get(ctx, client.ObjectKey{Namespace: "cloud", Name: v.name}, &obj))
+		if len(obj.Status.PVs) == 1 && obj.Status.PVs[0] == "/dev/vdb" {
+			v.pv = "/dev/vda"
+		}
+		must(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := c.Get(ctx, client.ObjectKey{Namespace: "cloud", Name: v.name}, &obj); err != nil {
+				return err
+			}
+			obj.Spec.PVs = []v1.DevicePath{v1.DevicePath(v.pv)}
+			return c.Update(ctx, &obj)
+		}))
+	case "migration to the other VG":
+		v := ch.pickVol(func(v *chaosVol) bool { return len(v.nodes) == 0 })
+		v.vg = map[string]string{"cinder": "cinder2", "cinder2": "cinder"}[v.vg]
+		v.pv = "" // spec.pvs name PVs of the old VG: the migration clears them
+		must(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			var obj v1.SharedVolume
+			if err := c.Get(ctx, client.ObjectKey{Namespace: "cloud", Name: v.name}, &obj); err != nil {
+				return err
+			}
+			obj.Spec.VolumeGroup, obj.Spec.PVs = v1.ObjectName(v.vg), nil
+			return c.Update(ctx, &obj)
+		}))
 	case "delete":
 		v := ch.pickVol(func(v *chaosVol) bool { return len(v.nodes) == 0 })
 		must(client.IgnoreNotFound(c.Delete(ctx, &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: v.name}})))
@@ -378,6 +430,10 @@ func (ch *chaos) unsettled() string {
 			out = append(out, fmt.Sprintf("volume %s %s %s", v.Name, v.Status.Phase, conds(v.Status.Conditions)))
 		case v.Status.AllocatedSize == nil || v.Status.AllocatedSize.Value() < w.sizeMi<<20:
 			out = append(out, fmt.Sprintf("volume %s allocated %v, want %dMi %s", v.Name, v.Status.AllocatedSize, w.sizeMi, conds(v.Status.Conditions)))
+		case string(v.Status.VolumeGroup) != w.vg || v.Status.RetiredLV != nil:
+			out = append(out, fmt.Sprintf("volume %s in VolumeGroup %s (retired LV %v), want %s %s", v.Name, v.Status.VolumeGroup, v.Status.RetiredLV, w.vg, conds(v.Status.Conditions)))
+		case w.pv != "" && (len(v.Status.PVs) != 1 || string(v.Status.PVs[0]) != w.pv || v.Status.Progress != nil):
+			out = append(out, fmt.Sprintf("volume %s on PVs %v (progress %v), want %s %s", v.Name, v.Status.PVs, v.Status.Progress, w.pv, conds(v.Status.Conditions)))
 		}
 		delete(want, v.Name)
 	}
@@ -404,16 +460,18 @@ func (ch *chaos) unsettled() string {
 	}
 	// The VolumeGroup is an object too: every node's lockspace started, every node restored
 	// for its current boot.
-	var g v1.VolumeGroup
-	if err := ch.c.Get(ctx, client.ObjectKey{Name: "cinder"}, &g); err != nil {
-		return err.Error()
-	}
-	if c := meta.FindStatusCondition(g.Status.Conditions, v1.ConditionReady); g.Status.NodesReady != "2/2" || c == nil || c.Status != metav1.ConditionTrue {
-		out = append(out, fmt.Sprintf("VolumeGroup nodesReady %s %s", g.Status.NodesReady, conds(g.Status.Conditions)))
-	}
-	for _, e := range g.Status.Nodes {
-		if !e.LockspaceStarted || (e.Reason != "" && e.Reason != v1.LockspaceStarted) {
-			out = append(out, fmt.Sprintf("VolumeGroup entry of %s: started %v %s: %s", e.Node, e.LockspaceStarted, e.Reason, e.Message))
+	for name := range chaosVGs {
+		var g v1.VolumeGroup
+		if err := ch.c.Get(ctx, client.ObjectKey{Name: name}, &g); err != nil {
+			return err.Error()
+		}
+		if c := meta.FindStatusCondition(g.Status.Conditions, v1.ConditionReady); g.Status.NodesReady != "2/2" || c == nil || c.Status != metav1.ConditionTrue {
+			out = append(out, fmt.Sprintf("VolumeGroup %s nodesReady %s %s", name, g.Status.NodesReady, conds(g.Status.Conditions)))
+		}
+		for _, e := range g.Status.Nodes {
+			if !e.LockspaceStarted || (e.Reason != "" && e.Reason != v1.LockspaceStarted) {
+				out = append(out, fmt.Sprintf("VolumeGroup %s entry of %s: started %v %s: %s", name, e.Node, e.LockspaceStarted, e.Reason, e.Message))
+			}
 		}
 	}
 	for _, n := range ch.nodes {
@@ -448,15 +506,15 @@ func (ch *chaos) writeNew() {
 			continue
 		}
 		n := ch.node(v.nodes[0])
-		dev := "/dev/" + vg + "/" + v.name
+		dev := "/dev/" + chaosVGs[v.vg] + "/" + v.name
 		run(ctx, ch.t, n, "dd", "if=/dev/urandom", "of="+dev, "bs=1M", "count=1", "oflag=direct", "conv=fsync")
-		v.sum = ch.readSum(n, v.name)
+		v.sum = ch.readSum(n, v)
 	}
 }
 
-func (ch *chaos) readSum(n *node, lv string) string {
+func (ch *chaos) readSum(n *node, v *chaosVol) string {
 	ctx := ch.ctx
-	run(ctx, ch.t, n, "dd", "if=/dev/"+vg+"/"+lv, "of=/tmp/chaos-read", "bs=1M", "count=1", "iflag=direct")
+	run(ctx, ch.t, n, "dd", "if=/dev/"+chaosVGs[v.vg]+"/"+v.name, "of=/tmp/chaos-read", "bs=1M", "count=1", "iflag=direct")
 	return md5(ctx, ch.t, n, "/tmp/chaos-read")
 }
 
@@ -476,44 +534,49 @@ func (ch *chaos) check(round string) {
 	}
 	owners := map[string]int{}
 	for _, n := range ch.nodes {
-		rep, err := n.LVM.Report(ctx, vg)
+		rep, err := n.LVM.Report(ctx, vg, "vg2")
 		if err != nil {
 			t.Fatalf("%s: %s: lvs: %v", round, n.Name, err)
 		}
-		g, _ := rep.VG(vg)
 		st, err := n.Sanlock.Status(ctx)
 		if err != nil {
 			t.Fatalf("%s: %s: sanlock status: %v", round, n.Name, err)
 		}
-		for _, lv := range g.LVs {
-			if lv.Name == "lvmlock" || strings.HasPrefix(lv.Name, "[") {
-				continue
-			}
-			uid := ""
-			for _, tag := range lv.Tags {
-				if u, ok := strings.CutPrefix(tag, v1.OwnerTag("")); ok {
-					uid = u
+		for _, vgName := range []string{vg, "vg2"} {
+			g, _ := rep.VG(vgName)
+			for _, lv := range g.LVs {
+				if lv.Name == "lvmlock" || strings.HasPrefix(lv.Name, "[") {
+					continue
 				}
-			}
-			v := byUID[uid]
-			if n == ch.nodes[0] {
+				uid := ""
+				for _, tag := range lv.Tags {
+					if u, ok := strings.CutPrefix(tag, v1.OwnerTag("")); ok {
+						uid = u
+					}
+				}
+				v := byUID[uid]
+				if n == ch.nodes[0] {
+					if v == nil {
+						t.Fatalf("%s: LV %s (tags %v) belongs to no live volume: leaked or lost", round, lv.Name, lv.Tags)
+					}
+					owners[uid]++
+				}
+				_, leased := st.Lease(vgName, lv.UUID)
 				if v == nil {
-					t.Fatalf("%s: LV %s (tags %v) belongs to no live volume: leaked or lost", round, lv.Name, lv.Tags)
+					continue
 				}
-				owners[uid]++
-			}
-			_, leased := st.Lease(vg, lv.UUID)
-			if v == nil {
-				continue
-			}
-			if lv.ActiveLocally && !attOn[v.name][n.Name] {
-				t.Fatalf("%s: LV %s active on %s without an attachment there (attachments on %v)", round, lv.Name, n.Name, v.nodes)
-			}
-			if leased && !attOn[v.name][n.Name] {
-				t.Fatalf("%s: %s's sanlock holds the lease of %s without an attachment there (attachments on %v)", round, n.Name, lv.Name, v.nodes)
-			}
-			if attOn[v.name][n.Name] && (!leased || !lv.ActiveLocally) {
-				t.Fatalf("%s: %s has an attachment of %s but holds lease=%v active=%v", round, n.Name, lv.Name, leased, lv.ActiveLocally)
+				if chaosVGs[v.vg] != vgName {
+					t.Fatalf("%s: LV %s of volume %s is in VG %s, the volume in %s", round, lv.Name, v.name, vgName, v.vg)
+				}
+				if lv.ActiveLocally && !attOn[v.name][n.Name] {
+					t.Fatalf("%s: LV %s active on %s without an attachment there (attachments on %v)", round, lv.Name, n.Name, v.nodes)
+				}
+				if leased && !attOn[v.name][n.Name] {
+					t.Fatalf("%s: %s's sanlock holds the lease of %s without an attachment there (attachments on %v)", round, n.Name, lv.Name, v.nodes)
+				}
+				if attOn[v.name][n.Name] && (!leased || !lv.ActiveLocally) {
+					t.Fatalf("%s: %s has an attachment of %s but holds lease=%v active=%v", round, n.Name, lv.Name, leased, lv.ActiveLocally)
+				}
 			}
 		}
 	}
@@ -522,7 +585,7 @@ func (ch *chaos) check(round string) {
 			t.Fatalf("%s: volume %s has %d LVs with its owner tag", round, v.name, owners[uid])
 		}
 		if v.sum != "" && len(v.nodes) > 0 {
-			if got := ch.readSum(ch.node(v.nodes[0]), v.name); got != v.sum {
+			if got := ch.readSum(ch.node(v.nodes[0]), v); got != v.sum {
 				t.Fatalf("%s: volume %s reads md5 %s on %s, written %s", round, v.name, got, v.nodes[0], v.sum)
 			}
 			ch.verified++
