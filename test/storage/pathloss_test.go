@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,6 +57,63 @@ func TestPathLossOnRealSharedLVM(t *testing.T) {
 	run(ctx, t, a, "dd", "if=/dev/urandom", "of=/tmp/pattern", "bs=1M", "count=16")
 	run(ctx, t, a, "dd", "if=/tmp/pattern", "of="+dev, "bs=1M", "oflag=direct")
 	want := md5(ctx, t, a, "/tmp/pattern")
+	// #16 §3 on the bed: the agent restarted (a DaemonSet rolling update) while a writer
+	// runs on the volume: no I/O error, the lease held throughout, no lvchange.
+	{
+		ctxW, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		var n int
+		go func() {
+			for i := 0; ctxW.Err() == nil; i++ {
+				r, err := a.Run(ctxW, []string{"dd", "if=/dev/zero", "of=" + dev, "bs=1M", "count=1", fmt.Sprintf("seek=%d", 16+i%48), "oflag=direct"})
+				if ctxW.Err() != nil {
+					break
+				}
+				if err != nil || r.ExitCode != 0 {
+					done <- fmt.Errorf("write %d: %v exit %d: %s", i, err, r.ExitCode, r.Stderr)
+					return
+				}
+				n++
+			}
+			done <- nil
+		}()
+		var calls atomic.Int32
+		a.Trace(func(argv []string, _, _ time.Duration) {
+			if argv[0] == "lvchange" {
+				calls.Add(1)
+			}
+		})
+		restarted := time.Now()
+		cl.agents[a.Name]()
+		time.Sleep(2 * time.Second)
+		cl.startAgent(a)
+		cl.wait("host1's agent reporting again", time.Minute, func() error {
+			var g v1.VolumeGroup
+			if err := cl.c.Get(ctx, client.ObjectKey{Name: "cinder"}, &g); err != nil {
+				return err
+			}
+			for _, e := range g.Status.Nodes {
+				if e.Node == a.Name && e.LastReport != nil && e.LastReport.After(restarted) && e.LockspaceStarted {
+					return nil
+				}
+			}
+			return fmt.Errorf("no report from host1 since the restart")
+		})
+		time.Sleep(3 * time.Second)
+		stop()
+		if err := <-done; err != nil {
+			t.Fatalf("the writer saw an error across the agent restart: %v", err)
+		}
+		a.Trace(nil)
+		mustLease(ctx, t, a, vg, uuid, false)
+		if c := calls.Load(); c != 0 {
+			t.Fatalf("the restarted agent ran %d lvchange(s)", c)
+		}
+		t.Logf("agent restart with a writer: %d writes over %.1fs, no I/O error, lease held, no lvchange", n, time.Since(restarted).Seconds())
+		tm.add("agent restarted with a writer on its volume (no I/O error, lease held): restart → reporting again", time.Since(restarted))
+	}
+	run(ctx, t, a, "dd", "if=/tmp/pattern", "of="+dev, "bs=1M", "oflag=direct")
+
 	// The kill command's input, from the real dmsetup (the parser's fixture).
 	info := run(ctx, t, a, lvm.DMInfoArgs...)
 	_ = os.WriteFile(filepath.Join(bed.Dir, "dmsetup-info.out"), []byte(info), 0o644)
