@@ -222,10 +222,20 @@ var _ = Describe("control-plane faults", Ordered, func() {
 		Eventually(func() string { return get(node).Annotations[v1.AnnotationRestoredBootID] }).Should(Equal(storage.CurrentBootID(2)))
 		vol := volume("outage-0004", "4Mi")
 		Expect(k8s.Create(ctx, vol)).To(Succeed())
-		available(vol)
+		// A new object is seen once the operator's informers list again: client-go's
+		// reflectors back off while the apiserver is away, up to [30, 60) s after a long
+		// outage (k8s.io/client-go/tools/cache/reflector.go, not configurable through
+		// controller-runtime), so the first new work may wait that long (CI saw > 30 s).
+		t2 := time.Now()
+		Eventually(func() v1.VolumePhase { return get(vol).Status.Phase }).WithTimeout(90 * time.Second).Should(Equal(v1.VolumeAvailable))
+		GinkgoWriter.Printf("a volume created after the outage: Available %.1fs later\n", time.Since(t2).Seconds())
 		a := attachment("outage-0004-node-2", "outage-0004", "node-2", v1.PurposeInstance)
 		Expect(k8s.Create(ctx, a)).To(Succeed())
-		attached(a, v1.LockExclusive)
+		Eventually(func(g Gomega) {
+			get(a)
+			g.Expect(a.Status.Phase).To(Equal(v1.AttachmentAttached), "conditions: %+v", a.Status.Conditions)
+			g.Expect(a.Status.AppliedLock).To(Equal(v1.LockExclusive))
+		}).WithTimeout(90 * time.Second).Should(Succeed()) // each informer has its own backoff
 		atts = append(atts, a)
 		for _, a := range atts {
 			remove(a)

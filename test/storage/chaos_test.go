@@ -3,6 +3,7 @@
 package storage
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -25,6 +26,7 @@ import (
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/internal/envtestutil"
 	"github.com/sharedlvm/sharedlvm-operator/internal/testbed"
+	"github.com/sharedlvm/sharedlvm-operator/roles"
 	"github.com/sharedlvm/sharedlvm-operator/test/faults"
 )
 
@@ -36,7 +38,7 @@ import (
 // fault kinds, each recovered as production would.
 const (
 	faultAgent     = "agent SIGKILL (DaemonSet restarts it)"
-	faultOperator  = "operator SIGKILL (Deployment restarts it)"
+	faultOperator  = "operator leader SIGKILL (the standby replica takes over; the Deployment restarts it)"
 	faultLvmlockd  = "lvmlockd SIGKILL (restarted with -A 1)"
 	faultAPIServer = "apiserver unreachable 30-60 s"
 	faultReset     = "VM hard reset"
@@ -95,6 +97,8 @@ type chaos struct {
 	recover    []time.Duration
 	verified   int
 	boots      map[string]string // node → boot ID after a reset
+	// elected: each operator replica's "elected leader" signal (manager.Elected).
+	elected map[string]<-chan struct{}
 	// lvmlockdNode is the host whose lvmlockd the round killed (nil otherwise).
 	lvmlockdNode *node
 	// adminReboots counts rounds after which lvmlockd's successor had not adopted an LV lease
@@ -141,6 +145,11 @@ func TestChaosOnRealSharedLVM(t *testing.T) {
 		return cfg
 	})
 	ch.cluster = cl
+	// The operator as the chart deploys it: two replicas with leader election (lease 3 s).
+	ch.kill("operator")
+	for _, name := range operatorReplicas {
+		ch.startReplica(name)
+	}
 	start := time.Now()
 	cl.createVG("/dev/vda", "/dev/vdb")
 	if err := cl.c.Create(cl.ctx, &v1.VolumeGroup{ObjectMeta: metav1.ObjectMeta{Name: "cinder2"},
@@ -322,6 +331,52 @@ func (ch *chaos) issue(step string) {
 	}
 }
 
+// operatorReplicas are the operator's pods.
+var operatorReplicas = []string{"operator-a", "operator-b"}
+
+// startReplica runs one operator replica (again, after a kill) with leader election.
+func (ch *chaos) startReplica(name string) {
+	ch.t.Helper()
+	if stop := ch.agents[name]; stop != nil {
+		stop()
+	}
+	octx, cancel := context.WithCancel(ch.ctx)
+	op, err := roles.NewOperator(octx, ch.config(name), roles.OperatorOptions{MetricsAddr: "0", ProbeAddr: "0",
+		LeaderElection: true, LeaderElectionNamespace: "default",
+		LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 500 * time.Millisecond})
+	if err != nil {
+		ch.t.Fatal(err)
+	}
+	go func() { _ = op.Start(octx) }()
+	ch.agents[name] = cancel
+	ch.mu.Lock()
+	if ch.elected == nil {
+		ch.elected = map[string]<-chan struct{}{}
+	}
+	ch.elected[name] = op.Elected()
+	ch.mu.Unlock()
+}
+
+// leader is the replica that leads now (waiting for an election if none does yet).
+func (ch *chaos) leader() string {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ch.mu.Lock()
+		for _, name := range operatorReplicas {
+			select {
+			case <-ch.elected[name]:
+				ch.mu.Unlock()
+				return name
+			default:
+			}
+		}
+		ch.mu.Unlock()
+		time.Sleep(100 * time.Millisecond)
+	}
+	ch.t.Fatal("no operator replica elected within 30 s")
+	return ""
+}
+
 // kill ends a process abruptly: its connections die first (no last write), then it stops.
 func (ch *chaos) kill(name string) {
 	ch.mu.Lock()
@@ -346,9 +401,10 @@ func (ch *chaos) inject(fault string) time.Time {
 		time.Sleep(time.Duration(500+ch.rng.IntN(2500)) * time.Millisecond)
 		ch.startAgent(n)
 	case faultOperator:
-		ch.kill("operator")
+		leader := ch.leader()
+		ch.kill(leader)
 		time.Sleep(time.Duration(500+ch.rng.IntN(2500)) * time.Millisecond)
-		ch.startOperator()
+		ch.startReplica(leader)
 	case faultLvmlockd:
 		ch.lvmlockdNode = n
 		pid := strings.TrimSpace(run(ctx, ch.t, n, "cat", "/run/lvmlockd.pid"))
