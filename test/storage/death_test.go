@@ -5,14 +5,11 @@ package storage
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"github.com/sharedlvm/sharedlvm-operator/agent/sanlock"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/internal/testbed"
@@ -59,29 +56,12 @@ func TestNodeDeathOnRealSharedLVM(t *testing.T) {
 		if stopAgent {
 			cl.agents[dead.Name]()
 		}
-		var failAt, deadAt time.Duration
-		var mu sync.Mutex
+		var seen verdicts
 		watchCtx, stopWatch := context.WithCancel(ctx)
 		defer stopWatch()
 		go func() { // the survivor's own sanlock, every second
 			for watchCtx.Err() == nil {
-				if hosts, err := survivor.Sanlock.Hosts(watchCtx); err == nil {
-					for _, ls := range hosts {
-						for _, h := range ls.Hosts {
-							if ls.Lockspace.Name != "lvm_"+vg || int32(h.ID) != hostID {
-								continue
-							}
-							mu.Lock()
-							if h.State == sanlock.HostFail && failAt == 0 {
-								failAt = time.Since(killed)
-							}
-							if h.State == sanlock.HostDead && deadAt == 0 {
-								deadAt = time.Since(killed)
-							}
-							mu.Unlock()
-						}
-					}
-				}
+				seen.observe(watchCtx, survivor, hostID, killed)
 				time.Sleep(time.Second)
 			}
 		}()
@@ -106,23 +86,9 @@ func TestNodeDeathOnRealSharedLVM(t *testing.T) {
 			return cl.attached(newName, v1.LockExclusive)()
 		})
 		took := time.Since(killed)
-		// The watcher reads sanlock every second through the VM (a command takes seconds
-		// under TCG); the agents read it too, and the takeover can follow sanlock's verdict
-		// within less than one watcher period. Keep watching until it has seen DEAD too.
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			mu.Lock()
-			seen := deadAt != 0
-			mu.Unlock()
-			if seen || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		seen.waitDead(30 * time.Second)
 		stopWatch()
-		mu.Lock()
-		fa, da := failAt, deadAt
-		mu.Unlock()
+		fa, da := seen.get()
 		t.Logf("%s: waiting condition seen %s", variant, sawWaiting)
 		t.Logf("%s: sanlock on %s saw host_id %d FAIL at %.0fs, DEAD at %.0fs; takeover at %.1fs", variant, survivor.Name, hostID, fa.Seconds(), da.Seconds(), took.Seconds())
 		tm.add(fmt.Sprintf("node death, %s: sanlock FAIL at %.0f s, DEAD at %.0f s after the kill; takeover", variant, fa.Seconds(), da.Seconds()), took)

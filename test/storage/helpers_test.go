@@ -154,3 +154,51 @@ func sortedKeys(m map[string]bool) []string {
 	sort.Strings(out)
 	return out
 }
+
+// verdicts records when one node's own sanlock first reports a host_id FAIL and DEAD in
+// the VG's lockspace, counted from a moment (the fault).
+type verdicts struct {
+	mu         sync.Mutex
+	fail, dead time.Duration
+}
+
+// observe reads the node's `sanlock client gets -h 1` once.
+func (v *verdicts) observe(ctx context.Context, n *node, hostID int32, since time.Time) {
+	hosts, err := n.Sanlock.Hosts(ctx)
+	if err != nil {
+		return
+	}
+	for _, ls := range hosts {
+		for _, h := range ls.Hosts {
+			if ls.Lockspace.Name != "lvm_"+vg || int32(h.ID) != hostID {
+				continue
+			}
+			v.mu.Lock()
+			if h.State == sanlock.HostFail && v.fail == 0 {
+				v.fail = time.Since(since)
+			}
+			if h.State == sanlock.HostDead && v.dead == 0 {
+				v.dead = time.Since(since)
+			}
+			v.mu.Unlock()
+		}
+	}
+}
+
+// get returns when FAIL and DEAD were first seen (0: not yet).
+func (v *verdicts) get() (fail, dead time.Duration) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.fail, v.dead
+}
+
+// waitDead waits up to bound for DEAD to have been seen: the watcher reads sanlock every
+// second through the VM (a command takes seconds under TCG), and the agents, reading it
+// too, can act on the verdict within less than one watcher period.
+func (v *verdicts) waitDead(bound time.Duration) {
+	for end := time.Now().Add(bound); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if _, d := v.get(); d != 0 {
+			return
+		}
+	}
+}

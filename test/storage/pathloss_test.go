@@ -18,7 +18,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
-	"github.com/sharedlvm/sharedlvm-operator/agent/sanlock"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/internal/testbed"
 )
@@ -155,7 +154,8 @@ func TestPathLossOnRealSharedLVM(t *testing.T) {
 
 	// Both hosts' daemons, every second, until the end: host2 must never hold the lease
 	// before its sanlock declares host1 DEAD.
-	var deadAt, failAt, killAt time.Duration
+	var seen verdicts // host2's sanlock on host1
+	var killAt time.Duration
 	var violation string
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -170,27 +170,12 @@ func TestPathLossOnRealSharedLVM(t *testing.T) {
 				}
 				mu.Unlock()
 			}
-			if hosts, err := b.Sanlock.Hosts(watchCtx); err == nil {
-				for _, ls := range hosts {
-					for _, h := range ls.Hosts {
-						if ls.Lockspace.Name != "lvm_"+vg || int32(h.ID) != hostID {
-							continue
-						}
-						mu.Lock()
-						if h.State == sanlock.HostFail && failAt == 0 {
-							failAt = time.Since(lost)
-						}
-						if h.State == sanlock.HostDead && deadAt == 0 {
-							deadAt = time.Since(lost)
-						}
-						mu.Unlock()
-					}
-				}
-			}
+			seen.observe(watchCtx, b, hostID, lost)
 			if st, err := b.Sanlock.Status(watchCtx); err == nil {
 				if _, held := st.Lease(vg, uuid); held {
+					_, dead := seen.get()
 					mu.Lock()
-					if deadAt == 0 && violation == "" {
+					if dead == 0 && violation == "" {
 						violation = fmt.Sprintf("host2 holds the lease %.1fs after the path loss, before its sanlock declared host1 DEAD", time.Since(lost).Seconds())
 					}
 					mu.Unlock()
@@ -264,17 +249,10 @@ func TestPathLossOnRealSharedLVM(t *testing.T) {
 	cl.attach("stranded-host2", "stranded", b.Name, v1.PurposeInstance)
 	cl.wait("attached on host2", 6*time.Minute, cl.attached("stranded-host2", v1.LockExclusive))
 	took := time.Since(lost)
-	// The watcher polls every second through the VM: let it see DEAD too.
-	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
-		mu.Lock()
-		d := deadAt
-		mu.Unlock()
-		if d != 0 {
-			break
-		}
-	}
+	seen.waitDead(30 * time.Second)
+	fa, da := seen.get()
 	mu.Lock()
-	fa, da, v := failAt, deadAt, violation
+	v := violation
 	mu.Unlock()
 	t.Logf("host2's sanlock: host_id %d FAIL at %.1fs, DEAD at %.1fs; takeover on host2 at %.1fs", hostID, fa.Seconds(), da.Seconds(), took.Seconds())
 	tm.add(fmt.Sprintf("path lost → volume on the other host (its sanlock: FAIL at %.0f s, DEAD at %.0f s)", fa.Seconds(), da.Seconds()), took)
