@@ -69,6 +69,7 @@ type VolumeGroupAgent struct {
 	failSince     map[string]map[int32]metav1.Time // by VG name, host_id: first seen FAIL
 	lastCreateErr map[string]string                // by VolumeGroup: the last vgcreate failure evented
 	orphanSince   map[string]time.Time             // by VG name: lvmlockd first seen not serving its lockspace
+	killChecked   map[string]bool                  // by VG name: looked for LVs a kill left, and found none
 }
 
 // orphanGrace: how long lvmlockd must be seen not serving a lockspace sanlock holds before the
@@ -321,6 +322,7 @@ func (r *VolumeGroupAgent) checkStorage(ctx context.Context, vg *v1.VolumeGroup,
 		return
 	}
 	c.facts.StorageLost, c.facts.Started, c.facts.VGNotFound = true, false, false
+	r.setKillSuspect(c.vg, true) // once back, look for LVs the kill took offline
 	// The most important thing to say of the node: it replaces what the report said.
 	c.entry.Reason = v1.LockspaceStorageLost
 	c.entry.Message = fmt.Sprintf("PV %s of VG %s cannot be read on this node (%v): the node lost its path to the VG's storage.%s once its lease is 8 × io_timeout old, sanlock runs lvmlockctl --kill, and lvm.conf's lvmlockctl_kill_command (sharedlvm kill-vg) takes the VG's LVs offline here, or else the watchdog resets the node; other nodes may take its volumes once their sanlock declares it DEAD (8 × io_timeout + 60 s after its last renewal). The node takes no new work in the VG, and rejoins when the path returns.",
@@ -733,7 +735,7 @@ func (r *VolumeGroupAgent) repairDrift(ctx context.Context, vgName string, st *s
 			wanted[a.Status.LVUUID] = true
 		}
 	}
-	r.deactivateStranded(ctx, vgName, st, vg, wanted)
+	r.repairKilled(ctx, vgName, st, vg)
 	for _, res := range st.Resources {
 		if res.Lockspace != "lvm_"+vgName || wanted[res.Name] {
 			continue
@@ -792,49 +794,94 @@ func (r *VolumeGroupAgent) repairDrift(ctx context.Context, vgName string, st *s
 	}
 }
 
-// deactivateStranded deactivates managed LVs that are active on this node with no lease,
-// no attachment here and only the error target in their device: what a kill leaves behind (lvmlockctl --kill's command replaced
-// their tables with the error target and lvmlockd dropped their locks when the node lost
-// its path to the storage; other nodes may hold them now). Nothing on this node may use
-// them; their devices go once the lockspace is back.
-func (r *VolumeGroupAgent) deactivateStranded(ctx context.Context, vgName string, st *sanlock.Status, vg *lvm.VG, wanted map[string]bool) {
+// repairKilled repairs what a kill left on this node: when it lost its path to the VG's
+// storage, lvmlockctl --kill's command (sharedlvm kill-vg) replaced the tables of the VG's
+// LVs with the error target and lvmlockd dropped their locks; other nodes may hold them
+// now. Once the lockspace is back, each such LV (managed, with a lock of its own, its device
+// still the error target) is: reloaded from its metadata (lvchange --refresh) when this
+// node holds its lease again (an attachment here took it back: the device works again);
+// else deactivated (nothing here may use it without the lease; an attachment still here
+// activates it again with its lock). It looks (one dmsetup command) in the first cycle of
+// the agent, after a StorageLost, and whenever a managed LV is active here without a lease.
+func (r *VolumeGroupAgent) repairKilled(ctx context.Context, vgName string, st *sanlock.Status, vg *lvm.VG) {
+	var cands []*lvm.LV
+	leaseless := false
 	for i := range vg.LVs {
 		lv := &vg.LVs[i]
 		// Only LVs with a lock of their own (not snapshots, which the origin's lock covers).
-		if !lv.ActiveLocally || lv.Name == lvm.LockLVName || wanted[lv.UUID] || !lv.HasTag(v1.TagManaged) || lv.LockArgs == "" || lv.Origin != "" {
+		if !lv.ActiveLocally || lv.Name == lvm.LockLVName || !lv.HasTag(v1.TagManaged) || lv.LockArgs == "" || lv.Origin != "" {
 			continue
 		}
-		if _, held := st.Lease(vgName, lv.UUID); held {
-			continue // a lease: repairDrift's case
+		if _, held := st.Lease(vgName, lv.UUID); !held {
+			leaseless = true
 		}
-		if off, err := r.Node.LVM.TakenOffline(ctx, vgName, lv.Name); err != nil || !off {
-			continue // only what a kill left: an LV whose device has the error target
-		}
-		vol, err := r.volumeByUUID(ctx, lv.UUID)
-		if err != nil {
-			return // when unsure, leave it
-		}
-		if vol != nil && r.attachedHere(ctx, vol) {
+		cands = append(cands, lv)
+	}
+	if !r.killSuspect(vgName) && !leaseless {
+		return
+	}
+	offline, err := r.Node.LVM.OfflineDevices(ctx)
+	if err != nil {
+		r.setKillSuspect(vgName, false) // cannot tell here; looked at again after a StorageLost
+		return
+	}
+	found := false
+	for _, lv := range cands {
+		if !offline[lvm.DMName(vgName, lv.Name)] {
 			continue
 		}
+		found = true
 		unlock, ok := r.Node.TryLockLV(vgName, lv.Name)
 		if !ok {
-			continue // an operation of this agent has it active on purpose (create, wipe, copy)
+			continue // an operation of this agent is changing it: next cycle
 		}
-		err = r.Node.LVM.Activate(ctx, vgName, lvm.Deactivate, lv.Name)
+		_, held := st.Lease(vgName, lv.UUID)
+		what := "deactivated it"
+		if held {
+			what = "reloaded its device from the LV's metadata (lvchange --refresh): it works again"
+			err = r.Node.LVM.RefreshLV(ctx, vgName, lv.Name)
+		} else {
+			err = r.Node.LVM.Activate(ctx, vgName, lvm.Deactivate, lv.Name)
+		}
 		r.Node.Invalidate()
 		unlock()
-		msg := fmt.Sprintf("node %s had LV %s/%s active with no lease and no attachment (left by a kill after the node lost its storage path)", r.Node.Name, vgName, lv.Name)
+		msg := fmt.Sprintf("node %s had LV %s/%s taken offline by the kill after it lost its storage path (error target), lease held here: %v", r.Node.Name, vgName, lv.Name, held)
+		typ, reason := corev1.EventTypeNormal, "KilledLVRepaired"
 		if err != nil {
-			msg += "; deactivating it failed: " + err.Error()
+			msg += "; repairing it failed: " + err.Error()
+			if !held {
+				msg += " (in use? the instance must release the device: stop it, then start it again)"
+			}
+			typ, reason = corev1.EventTypeWarning, "KilledLVRepairFailed"
 		} else {
-			msg += "; deactivated it"
+			msg += "; " + what
 		}
-		log.FromContext(ctx).Info("stranded LV", "lv", lv.Name, "deactivated", err == nil, "message", msg)
-		if vol != nil {
-			r.Recorder.Eventf(vol, nil, corev1.EventTypeWarning, "StrandedLV", "RepairDrift", "%s", msg)
+		log.FromContext(ctx).Info("killed LV", "lv", lv.Name, "leaseHeld", held, "repaired", err == nil, "message", msg)
+		if vol, verr := r.volumeByUUID(ctx, lv.UUID); verr == nil && vol != nil {
+			r.Recorder.Eventf(vol, nil, typ, reason, "RepairDrift", "%s", msg)
 		}
 	}
+	if !found {
+		r.setKillSuspect(vgName, false)
+	}
+}
+
+// killSuspect: this agent has not looked for LVs a kill left in the VG since it started,
+// or since the node last lost its path to the VG's storage.
+func (r *VolumeGroupAgent) killSuspect(vg string) bool {
+	r.failMu.Lock()
+	defer r.failMu.Unlock()
+	cleared, ok := r.killChecked[vg]
+	return !ok || !cleared
+}
+
+func (r *VolumeGroupAgent) setKillSuspect(vg string, suspect bool) {
+	r.failMu.Lock()
+	defer r.failMu.Unlock()
+	if r.killChecked == nil {
+		r.killChecked = map[string]bool{}
+	}
+	r.killChecked[vg] = !suspect
 }
 
 // volumeByUUID finds a volume by its LV UUID. It lists every volume from the API, which is

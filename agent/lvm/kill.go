@@ -117,6 +117,35 @@ func (c *Client) TakenOffline(ctx context.Context, vg, lv string) (bool, error) 
 	return onlyErrorTarget(res.Stdout), nil
 }
 
+// OfflineArgs lists the error-target segments of every device-mapper device, one line
+// each, "NAME: START LENGTH error" (the name is printed when there are several devices).
+var OfflineArgs = []string{"dmsetup", "table", "--target", "error"}
+
+// ParseOffline returns the names of the devices in OfflineArgs' output.
+func ParseOffline(out []byte) map[string]bool {
+	names := map[string]bool{}
+	for _, l := range strings.Split(string(out), "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(l), ": ")
+		if !ok || name == "" {
+			continue
+		}
+		if f := strings.Fields(rest); len(f) >= 3 && f[2] == "error" {
+			names[name] = true
+		}
+	}
+	return names
+}
+
+// OfflineDevices returns the device-mapper devices on this host with an error-target
+// segment (one command for all): what KillVG leaves. LVM's own LVs never have one.
+func (c *Client) OfflineDevices(ctx context.Context) (map[string]bool, error) {
+	res, err := c.run(ctx, OfflineArgs)
+	if err != nil {
+		return nil, err
+	}
+	return ParseOffline(res.Stdout), nil
+}
+
 // onlyErrorTarget reports whether a `dmsetup table NAME` output has only error segments
 // ("START LENGTH error").
 func onlyErrorTarget(out []byte) bool {

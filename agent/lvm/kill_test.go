@@ -134,3 +134,25 @@ func FuzzParseDMInfo(f *testing.F) {
 		}
 	})
 }
+
+func TestParseOffline(t *testing.T) {
+	// Captured on the bed after a kill (TestPathLossOnRealSharedLVM): the LV the kill took
+	// offline, and no other device (lvmlock and the path device keep their tables).
+	got := ParseOffline(fixture(t, "dmsetup-table-error.out"))
+	if !reflect.DeepEqual(got, map[string]bool{"vg1-stranded": true}) {
+		t.Fatalf("offline devices %v", got)
+	}
+	for _, tc := range []struct {
+		out  string
+		want map[string]bool
+	}{
+		{"No devices found\n", map[string]bool{}},
+		{"", map[string]bool{}},
+		{"vg1-a: 0 8192 error \nvg1-b: 0 8192 error \n", map[string]bool{"vg1-a": true, "vg1-b": true}},
+		{"vg1-a: 0 8192 linear 253:0 2048\n", map[string]bool{}},
+	} {
+		if got := ParseOffline([]byte(tc.out)); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%q: %v, want %v", tc.out, got, tc.want)
+		}
+	}
+}

@@ -309,6 +309,60 @@ func TestPathLossOnRealSharedLVM(t *testing.T) {
 	if got := md5(ctx, t, a, "/tmp/read"); got != want {
 		t.Fatalf("data read back on host1 %s, written %s", got, want)
 	}
+
+	// Again, but nobody moves the volume: the path returns after the kill, with the
+	// attachment still on host1. The agent brings the device back (the kill left the error
+	// target in it): host1 holds the lease again and reads the data through the LV.
+	lost2 := time.Now()
+	if err := a.FailPath(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	cl.wait("the kill takes host1's LV offline again", 90*time.Second, func() error {
+		r, err := a.Run(ctx, []string{"dmsetup", "table", lvm.DMName(vg, "stranded")})
+		if err != nil || !strings.Contains(string(r.Stdout), " error") {
+			return fmt.Errorf("table %q (%v)", r.Stdout, err)
+		}
+		return nil
+	})
+	// The repair's input, from the real dmsetup (the parser's fixture).
+	offline := run(ctx, t, a, lvm.OfflineArgs...)
+	_ = os.WriteFile(filepath.Join(bed.Dir, "dmsetup-table-error.out"), []byte(offline), 0o644)
+	t.Logf("dmsetup table --target error on host1 after the kill:\n%s", offline)
+	if !lvm.ParseOffline([]byte(offline))[lvm.DMName(vg, "stranded")] {
+		t.Fatalf("ParseOffline does not name %s in %q", lvm.DMName(vg, "stranded"), offline)
+	}
+	killed2 := time.Since(lost2)
+	back2 := time.Now()
+	if err := a.RestorePath(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	cl.wait("host1 serves the attachment again with a working device", 5*time.Minute, func() error {
+		var g v1.VolumeGroup
+		if err := cl.c.Get(ctx, client.ObjectKey{Name: "cinder"}, &g); err != nil {
+			return err
+		}
+		if g.Status.NodesReady != "2/2" {
+			return fmt.Errorf("nodesReady %s", g.Status.NodesReady)
+		}
+		if err := cl.attached("stranded-host1b", v1.LockExclusive)(); err != nil {
+			return err
+		}
+		if _, ok := lease(ctx, t, a, vg, uuid); !ok {
+			return fmt.Errorf("host1 holds no lease yet")
+		}
+		off, err := a.LVM.TakenOffline(ctx, vg, "stranded")
+		if err != nil || off {
+			return fmt.Errorf("device still offline (%v)", err)
+		}
+		return nil
+	})
+	tm.add(fmt.Sprintf("kill (%.0f s after a second path loss) with the attachment left on the host: path back → lease and a working device again", killed2.Seconds()), time.Since(back2))
+	cl.wait("KilledLVRepaired Event", 10*time.Second, eventFn(cl, "stranded", "KilledLVRepaired"))
+	run(ctx, t, a, "dd", "if="+dev, "of=/tmp/read", "bs=1M", "count=16", "iflag=direct")
+	if got := md5(ctx, t, a, "/tmp/read"); got != want {
+		t.Fatalf("data read on host1 after the repair %s, written %s", got, want)
+	}
+	mustNoLease(ctx, t, b, vg, uuid)
 }
 
 // eventFn: an Event with the reason regarding the named object exists.
