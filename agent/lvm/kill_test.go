@@ -136,10 +136,11 @@ func FuzzParseDMInfo(f *testing.F) {
 }
 
 func TestParseOffline(t *testing.T) {
-	// Captured on the bed after a kill (TestPathLossOnRealSharedLVM): the LV the kill took
-	// offline, and no other device (lvmlock and the path device keep their tables).
+	// Captured on the bed after a kill, the path still failed (TestPathLossOnRealSharedLVM):
+	// the LV the kill took offline and the bed's failed path device (lun0, the error
+	// target loaded under the PV); lvmlock keeps its table.
 	got := ParseOffline(fixture(t, "dmsetup-table-error.out"))
-	if !reflect.DeepEqual(got, map[string]bool{"vg1-stranded": true}) {
+	if !reflect.DeepEqual(got, map[string]bool{"vg1-stranded": true, "lun0": true}) {
 		t.Fatalf("offline devices %v", got)
 	}
 	for _, tc := range []struct {
