@@ -237,11 +237,13 @@ var _ = Describe("control-plane faults", Ordered, func() {
 			g.Expect(a.Status.AppliedLock).To(Equal(v1.LockExclusive))
 		}).WithTimeout(90 * time.Second).Should(Succeed()) // each informer has its own backoff
 		atts = append(atts, a)
+		// A deletion is seen once the informers of the agent that holds the lock list again:
+		// the same reflector backoff as above (CI saw node-1's release wait > 30 s).
 		for _, a := range atts {
-			remove(a)
+			removeWithin(90*time.Second, a)
 		}
 		for i := 1; i <= 4; i++ {
-			remove(&v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: fmt.Sprintf("outage-%04d", i)}})
+			removeWithin(90*time.Second, &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: fmt.Sprintf("outage-%04d", i)}})
 		}
 	})
 

@@ -223,9 +223,18 @@ func gone(o client.Object) bool {
 
 // remove deletes objects one after another, each waited for until it is gone.
 func remove(objs ...client.Object) {
+	removeWithin(30*time.Second, objs...)
+}
+
+// removeWithin is remove with its own bound for each object.
+func removeWithin(d time.Duration, objs ...client.Object) {
 	for _, o := range objs {
 		Expect(k8s.Delete(ctx, o)).To(Succeed())
-		Eventually(func() bool { return gone(o) }).Should(BeTrue(), "%s is not gone", o.GetName())
+		t := time.Now()
+		Eventually(func() bool { return gone(o) }).WithTimeout(d).Should(BeTrue(), "%s is not gone", o.GetName())
+		if s := time.Since(t); s > 10*time.Second {
+			GinkgoWriter.Printf("%s gone %.1fs after its deletion\n", o.GetName(), s.Seconds())
+		}
 	}
 }
 
