@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
@@ -109,7 +110,10 @@ func (r *Restorer) restore(ctx context.Context) error {
 		logger.Info("locks already restored for this boot", "bootID", bootID)
 		return r.markRestored(ctx, bootID, "agent restarted; locks of this boot were already restored")
 	}
-	_ = r.markRestoring(ctx)
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error { return r.markRestoring(ctx) }); err != nil {
+		// Not fatal: wait-locks compares boot IDs, and the restore goes on.
+		logger.Error(err, "marking the node as restoring (label, startup taint)")
+	}
 
 	// 1. sanlock and lvmlockd must answer.
 	if err := r.waitDaemons(ctx); err != nil {
@@ -241,10 +245,24 @@ func (r *Restorer) markRestoring(ctx context.Context) error {
 		node.Labels = map[string]string{}
 	}
 	node.Labels[v1.LabelLocksRestored] = "false"
-	if err := r.Client.Patch(ctx, &node, client.MergeFrom(orig)); err != nil {
+	// The kubelet sets the startup taint only when it registers the Node: after a reboot of
+	// a node that exists it does not, so the agent puts it back until this boot's restore.
+	if !hasStartupTaint(&node) {
+		node.Spec.Taints = append(node.Spec.Taints, corev1.Taint{Key: v1.TaintLocksNotRestored, Effect: corev1.TaintEffectNoSchedule})
+	}
+	if err := r.Client.Patch(ctx, &node, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return err
 	}
 	return r.setNodeCondition(ctx, false, "Restoring", "restoring this boot's locks")
+}
+
+func hasStartupTaint(n *corev1.Node) bool {
+	for _, t := range n.Spec.Taints {
+		if t.Key == v1.TaintLocksNotRestored {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Restorer) markRestored(ctx context.Context, bootID, msg string) error {
