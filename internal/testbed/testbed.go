@@ -56,9 +56,24 @@ type Config struct {
 	// N, and LVM sees only those: the host's path to the LUN, which FailPath replaces with
 	// the error target (a host losing its SAN path) and RestorePath brings back.
 	DMPaths bool
+	// GuestForwards are further guest addresses forwarded to this machine's loopback, on the
+	// same restricted network as Forwards (e.g. a Kubernetes Service IP on :443 to the
+	// apiserver: the part of kube-proxy the nodes tier needs).
+	GuestForwards []GuestForward
+	// NodeDirs makes host i+1 a Kubernetes node: its init runs containerd and the kubelet
+	// from NodeDirs[i] after sanlock and lvmlockd (guestd's node.go says what the directory
+	// holds). Needs Forwards or GuestForwards for the network.
+	NodeDirs []string
 	// KillCommand sets lvm.conf's lvmlockctl_kill_command to the product's
 	// "sharedlvm kill-vg" (built from this tree), as a production node should.
 	KillCommand bool
+}
+
+// GuestForward forwards Addr:Port in the guests to this machine's 127.0.0.1:HostPort.
+type GuestForward struct {
+	Addr     string
+	Port     int
+	HostPort int
 }
 
 // ForwardAddr is the address at which a guest reaches the forwarded loopback ports; the
@@ -258,6 +273,13 @@ func (b *Bed) PV(i int) string {
 	return GuestDevice(i)
 }
 
+func (h *Host) nodeCmdline() string {
+	if i := h.ID - 1; i < len(h.bed.Config.NodeDirs) && h.bed.Config.NodeDirs[i] != "" {
+		return fmt.Sprintf(" sharedlvm.node=%s sharedlvm.kmods=%s", h.bed.Config.NodeDirs[i], filepath.Join(h.bed.image, "kernel"))
+	}
+	return ""
+}
+
 func (b *Bed) extraCmdline() string {
 	var s string
 	if b.Config.DMPaths {
@@ -322,11 +344,15 @@ func (h *Host) Boot(ctx context.Context) error {
 		daemons = "0"
 	}
 	nic := "none"
-	if len(cfg.Forwards) > 0 {
+	if len(cfg.Forwards)+len(cfg.GuestForwards) > 0 {
 		nic = "user,model=virtio-net-pci,restrict=on"
+		fwds := cfg.GuestForwards
 		for _, p := range cfg.Forwards {
+			fwds = append(fwds, GuestForward{Addr: ForwardAddr, Port: p, HostPort: p})
+		}
+		for _, f := range fwds {
 			// cmd: spawns a relay per connection (a chardev target would carry only one).
-			nic += fmt.Sprintf(",guestfwd=tcp:%s:%d-cmd:/bin/busybox nc 127.0.0.1 %d", ForwardAddr, p, p)
+			nic += fmt.Sprintf(",guestfwd=tcp:%s:%d-cmd:/bin/busybox nc 127.0.0.1 %d", f.Addr, f.Port, f.HostPort)
 		}
 	}
 	args := []string{
@@ -334,7 +360,7 @@ func (h *Host) Boot(ctx context.Context) error {
 		"-display", "none", "-monitor", "none", "-serial", "file:" + h.Console, "-no-reboot", "-nic", nic,
 		"-kernel", filepath.Join(h.bed.image, "vmlinuz"), "-initrd", filepath.Join(h.bed.image, "initrd.gz"),
 		"-append", fmt.Sprintf("console=ttyS0 quiet panic=-1 sharedlvm.guestd=%s sharedlvm.hostid=%d sharedlvm.iot=%d sharedlvm.daemons=%s sharedlvm.name=%s%s",
-			h.bed.guest, h.localHostID(), cfg.IOTimeout, daemons, h.Name, h.bed.extraCmdline()),
+			h.bed.guest, h.localHostID(), cfg.IOTimeout, daemons, h.Name, h.bed.extraCmdline()+h.nodeCmdline()),
 		"-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
 		"-device", "virtio-serial",
 		"-chardev", fmt.Sprintf("socket,id=c0,path=%s,server=on,wait=off", h.sock),

@@ -31,6 +31,10 @@ func main() {
 		serve()
 		return
 	}
+	if len(os.Args) > 3 && os.Args[1] == "node" {
+		nodeInit(os.Args[2], os.Args[3])
+		return
+	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "guestd: run as PID 1 of a test-bed VM, or with 'serve'")
 		os.Exit(2)
@@ -138,6 +142,14 @@ backup {
 		startDaemons(cl["iot"])
 	}
 	logf("ready: host_id %s", hostID)
+	if dir := cl["node"]; dir != "" {
+		// After sanlock and lvmlockd, as a node's init orders them; not waited for.
+		c := exec.Command("/proc/self/exe", "node", dir, cl["kmods"])
+		c.Stdout, c.Stderr, c.Env = os.Stdout, os.Stderr, env
+		if err := c.Start(); err != nil {
+			logf("node init: %v", err)
+		}
+	}
 
 	for {
 		cmd := exec.Command("/proc/self/exe", "serve")
