@@ -214,7 +214,7 @@ func Start(ctx context.Context, dir, envtest, bins string) (*Cluster, error) {
 		"--kubeconfig", c.Admin, "--authentication-kubeconfig", c.Admin, "--authorization-kubeconfig", c.Admin,
 		"--service-account-private-key-file", p("sa.key"), "--root-ca-file", p("ca.crt"),
 		"--use-service-account-credentials", "--leader-elect=false", "--bind-address", "127.0.0.1", "--secure-port", "0",
-		"--node-monitor-grace-period", "20s", "--controllers", "*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle"); err != nil {
+		"--node-monitor-grace-period", "20s"); err != nil {
 		c.Stop()
 		return nil, err
 	}

@@ -50,7 +50,7 @@ type env struct {
 	images  map[string]string // tag -> directory of hack/images.sh
 }
 
-func (e *env) wait(what string, bound time.Duration, f func() error) time.Duration {
+func (e *env) wait(what string, bound time.Duration, f func() error, onFail ...func()) time.Duration {
 	e.t.Helper()
 	start := time.Now()
 	var err error
@@ -59,6 +59,9 @@ func (e *env) wait(what string, bound time.Duration, f func() error) time.Durati
 			return time.Since(start)
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+	for _, g := range onFail {
+		g()
 	}
 	e.t.Fatalf("%s: not within %s: %v", what, bound, err)
 	return 0
@@ -147,7 +150,8 @@ func setup(t *testing.T, hosts int, tags ...string) *env {
 			}
 			return nil
 		})
-		t.Logf("timings: %s: VM booted (guest daemon answers) %.1fs, node Ready %.1fs after the boot started", h.Name, booted.Seconds(), (booted + d).Seconds())
+		_ = d
+		t.Logf("timings: %s: VM booted (guest daemon answers) %.1fs, node Ready (seen) %.1fs after the boot started", h.Name, booted.Seconds(), time.Since(start).Seconds())
 	}
 	return e
 }
@@ -172,6 +176,31 @@ func (e *env) helmRun(args ...string) string {
 		e.t.Fatalf("helm %s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// podLogs is the end of each container's log of a pod, read on its node (the apiserver
+// cannot reach the kubelets: kubectl logs does not work on the bed).
+func (e *env) podLogs(p *corev1.Pod) string {
+	var h *testbed.Host
+	for _, x := range e.bed.Hosts {
+		if x.Name == p.Spec.NodeName {
+			h = x
+		}
+	}
+	if h == nil {
+		return ""
+	}
+	dir := fmt.Sprintf("/var/log/pods/%s_%s_%s", p.Namespace, p.Name, p.UID)
+	ls, err := h.MustRun(e.ctx, "find", dir, "-name", "*.log")
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, f := range strings.Fields(ls) {
+		tail, _ := h.MustRun(e.ctx, "tail", "-n", "15", f)
+		out = append(out, "== "+f+"\n"+tail)
+	}
+	return strings.Join(out, "\n")
 }
 
 // rolledOut waits until the operator Deployment and the agent DaemonSet run tag's image with
@@ -201,6 +230,12 @@ func (e *env) rolledOut(tag string, bound time.Duration) time.Duration {
 			return fmt.Errorf("ready %v; %s", ready, strings.Join(notes, "; "))
 		}
 		return nil
+	}, func() {
+		var pods corev1.PodList
+		_ = e.c.List(e.ctx, &pods, client.InNamespace(namespace))
+		for i := range pods.Items {
+			e.t.Logf("%s:\n%s", pods.Items[i].Name, e.podLogs(&pods.Items[i]))
+		}
 	})
 }
 
@@ -230,6 +265,8 @@ func TestNodesOnRealKubelets(t *testing.T) {
 	chart := filepath.Join(envtestutil.RepoRoot(), "charts", "sharedlvm-operator")
 
 	t.Log("helm install: the operator Deployment (2 replicas, leader election) and the agent DaemonSet as pods")
+	// cinder-volume's namespace exists before the chart (chart README: cinder.namespace).
+	e.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "openstack"}})
 	start := time.Now()
 	e.helmRun("install", release, chart, "--namespace", namespace, "--create-namespace", "--set", "image.tag=bed-1",
 		"--set", "waitLocks.serviceAccounts[0].namespace=launchers", "--set", "waitLocks.serviceAccounts[0].name=launcher")
