@@ -77,6 +77,7 @@ func TestLintAndTemplate(t *testing.T) {
 	out := runHelm(t, bin, "template", release, chartDir, "-n", namespace, "--kube-version", "1.37.2")
 	kinds := map[string][]string{}
 	var ds *appsv1.DaemonSet
+	var dep *appsv1.Deployment
 	dec := yaml.NewYAMLOrJSONDecoder(strings.NewReader(out), 4096)
 	for {
 		u := &unstructured.Unstructured{}
@@ -94,8 +95,16 @@ func TestLintAndTemplate(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		if u.GetKind() == "Deployment" {
+			b, _ := sigsyaml.Marshal(u.Object)
+			dep = &appsv1.Deployment{}
+			if err := sigsyaml.Unmarshal(b, dep); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	want := map[string]int{"ServiceAccount": 3, "ClusterRole": 3, "ClusterRoleBinding": 3, "Role": 1, "RoleBinding": 1,
+	// ClusterRoles: operator, agent, cinder, wait-locks (bound only to listed launchers).
+	want := map[string]int{"ServiceAccount": 3, "ClusterRole": 4, "ClusterRoleBinding": 3, "Role": 1, "RoleBinding": 1,
 		"Deployment": 1, "DaemonSet": 1, "Service": 1, "ValidatingAdmissionPolicy": 2, "ValidatingAdmissionPolicyBinding": 2}
 	for k, n := range want {
 		if len(kinds[k]) != n {
@@ -115,6 +124,18 @@ func TestLintAndTemplate(t *testing.T) {
 	}
 	if !tolerated {
 		t.Error("the agent must tolerate its own startup taint")
+	}
+	tolerated = false
+	for _, tol := range dep.Spec.Template.Spec.Tolerations {
+		tolerated = tolerated || tol.Key == v1.TaintLocksNotRestored
+	}
+	if !tolerated {
+		t.Error("the operator must tolerate the startup taint: the agents' restore waits for it (seen on real kubelets)")
+	}
+	bound := runHelm(t, bin, "template", release, chartDir, "-n", namespace, "--kube-version", "1.37.2",
+		"--set", "waitLocks.serviceAccounts[0].namespace=openstack", "--set", "waitLocks.serviceAccounts[0].name=nova-compute")
+	if !strings.Contains(bound, "name: "+release+"-wait-locks") || !strings.Contains(bound, "name: nova-compute") {
+		t.Error("waitLocks.serviceAccounts does not bind the wait-locks ClusterRole")
 	}
 	mounts := map[string]bool{}
 	for _, m := range spec.Containers[0].VolumeMounts {
