@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/sanlock"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
@@ -79,6 +81,7 @@ func nodeReady(n *corev1.Node) bool {
 // setup brings up the control plane, builds the images (tags), and boots the bed's hosts as
 // nodes running the first tag's images.
 func setup(t *testing.T, hosts int, tags ...string) *env {
+	logf.SetLogger(logr.Discard())
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	e := &env{t: t, ctx: ctx, images: map[string]string{}}
@@ -407,6 +410,9 @@ func (e *env) rebootWithLauncher() string {
 		}
 		if hasStartupTaint(&node) {
 			return fmt.Errorf("the startup taint is still there")
+		}
+		if c := restoreCondition(&node); c == nil || c.Status != corev1.ConditionTrue {
+			return fmt.Errorf("condition %+v", c)
 		}
 		return nil
 	})
