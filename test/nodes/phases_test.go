@@ -210,6 +210,7 @@ func (e *env) metricsAndProbes() {
 	if err := e.c.List(e.ctx, &pods, client.InNamespace(namespace)); err != nil {
 		t.Fatal(err)
 	}
+	leaders := 0
 	for _, p := range pods.Items {
 		port := 0
 		for _, c := range p.Spec.Containers {
@@ -224,14 +225,24 @@ func (e *env) metricsAndProbes() {
 			t.Fatalf("scraping %s: %v", p.Name, err)
 		}
 		// The product's own histograms appear with their first operation; a pod just upgraded
-		// may have none yet, so only the controllers' series are required.
-		want := []string{"controller_runtime_reconcile_total", "workqueue_depth"}
+		// may have none yet, so only the controllers' series are required, and of the two
+		// operator replicas only the leader runs controllers.
+		want := []string{"rest_client_requests_total"}
+		leads := strings.Contains(out, "controller_runtime_reconcile_total")
+		if p.Labels["app.kubernetes.io/component"] == "agent" {
+			want = append(want, "controller_runtime_reconcile_total")
+		} else if leads {
+			leaders++
+		}
 		for _, m := range want {
 			if !strings.Contains(out, m) {
 				t.Fatalf("%s's metrics have no %s", p.Name, m)
 			}
 		}
-		t.Logf("metrics scraped from %s at %s:%d (%d bytes)", p.Name, p.Status.PodIP, port, len(out))
+		t.Logf("metrics scraped from %s at %s:%d (%d bytes, controllers running: %v)", p.Name, p.Status.PodIP, port, len(out), leads)
+	}
+	if leaders != 1 {
+		t.Fatalf("%d operator replicas run controllers, want 1 (the leader)", leaders)
 	}
 }
 
