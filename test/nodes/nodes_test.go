@@ -428,7 +428,7 @@ func (e *env) rebootWithLauncher() string {
 	cond := restoreCondition(&node)
 	t.Logf("timings: reboot: guest up %.1fs after power-on, kubelet Ready with the new boot %.1fs after that, locks restored %.1fs later (%s)", bootTook.Seconds(), backAfter.Seconds(), restored.Seconds(), cond.Message)
 	if !tainted {
-		t.Log("the startup taint was not seen while restoring (polled every 0.5 s)")
+		t.Fatal("the startup taint was not on the rebooted Node while it restored (polled every 0.5 s)")
 	}
 	e.expectLeases(uuid, "host1=ex host2=")
 
