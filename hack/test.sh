@@ -6,7 +6,9 @@
 # (test/storage, build tag "storage"; ~12 min; needs root to install Debian packages once).
 # Set SHAREDLVM_STORAGE_TIER=0 to skip it. The Cinder driver's unit tests and the OpenStack
 # tier (Debian's Cinder services, ~6 min of packages the first time) run before it;
-# SHAREDLVM_OPENSTACK_TIER=0 skips the latter.
+# SHAREDLVM_OPENSTACK_TIER=0 skips the latter. Last, the nodes tier's short form: the Helm
+# chart on real kubelets in the VMs (hack/test-nodes.sh; builds kubelet, kube-controller-manager
+# and kube-scheduler once); SHAREDLVM_NODES_TIER=0 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local GOFLAGS=${GOFLAGS:--mod=mod}
@@ -77,6 +79,12 @@ if [[ "${SHAREDLVM_STORAGE_TIER:-1}" != 0 ]]; then
     exit 1
   fi
 fi
+if [[ "${SHAREDLVM_NODES_TIER:-1}" != 0 ]]; then
+  step "nodes tier, short form: the chart on real kubelets in the VMs (hack/test-nodes.sh; full run without SHAREDLVM_NODES_SHORT)"
+  suite "nodes tier (kubelets + helm chart)" nodes.log 'timings|^(---|ok|FAIL|PASS)|checked|refused|scraped|uninstall' \
+    env SHAREDLVM_NODES_SHORT="${SHAREDLVM_NODES_SHORT:-1}" hack/test-nodes.sh
+fi
+
 summary=$(grep -cE '^ok ' "$logdir/go-test.log" || true)
 failed=$(grep -cE '^(FAIL|--- FAIL)' "$logdir/go-test.log" || true)
 echo
