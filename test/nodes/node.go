@@ -17,6 +17,8 @@ type Node struct {
 	// Images are docker-archives imported at every boot; Sandbox is the pause image's ref.
 	Images  []string
 	Sandbox string
+	// Containerd, when set, is another containerd binary than Debian's (its shim beside it).
+	Containerd string
 }
 
 // WriteNodeDir writes what the guest's node init reads (internal/testbed/guestd/node.go):
@@ -85,6 +87,12 @@ nodeStatusUpdateFrequency: 5s
 		"kubelet.args": strings.Join(args, "\n") + "\n",
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	_ = os.Remove(filepath.Join(dir, "containerd.bin"))
+	if n.Containerd != "" {
+		if err := os.WriteFile(filepath.Join(dir, "containerd.bin"), []byte(n.Containerd+"\n"), 0o644); err != nil {
 			return err
 		}
 	}

@@ -121,7 +121,7 @@ func setup(t *testing.T, hosts int, tags ...string) *env {
 	for i := 1; i <= hosts; i++ {
 		d := filepath.Join(dir, fmt.Sprintf("host%d", i))
 		if err := cl.WriteNodeDir(d, Node{Name: fmt.Sprintf("host%d", i), Subnet: fmt.Sprintf("10.244.%d.0/24", i),
-			Kubelet: filepath.Join(bins, "kubelet"), Sandbox: sandbox,
+			Kubelet: filepath.Join(bins, "kubelet"), Sandbox: sandbox, Containerd: os.Getenv("SHAREDLVM_NODES_CONTAINERD"),
 			Images: []string{filepath.Join(img, "operator.tar"), filepath.Join(img, "agent.tar"), filepath.Join(img, "pause.tar")}}); err != nil {
 			t.Fatal(err)
 		}
@@ -154,6 +154,11 @@ func setup(t *testing.T, hosts int, tags ...string) *env {
 			return nil
 		})
 		_ = d
+		// What the kubelet says of the runtime (containerd 1.x has no RuntimeConfig call:
+		// the kubelet falls back to its own cgroupDriver and counts it as losing support).
+		if out, err := h.MustRun(ctx, "grep", "-m1", "-o", "CRI implementation should be updated[^\"]*", "/var/log/kubelet.log"); err == nil {
+			t.Logf("%s's kubelet: %s", h.Name, strings.TrimSpace(out))
+		}
 		t.Logf("timings: %s: VM booted (guest daemon answers) %.1fs, node Ready (seen) %.1fs after the boot started", h.Name, booted.Seconds(), time.Since(start).Seconds())
 	}
 	return e

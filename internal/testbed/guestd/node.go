@@ -5,6 +5,7 @@ package main
 // directory of the machine that runs the bed (the guest sees its root read-only) holding:
 //
 //	containerd.toml   containerd's configuration
+//	containerd.bin    (optional) the containerd binary to run instead of Debian's
 //	cni.conflist      the pod network (Debian's bridge and host-local plugins)
 //	kubelet.args      the kubelet's arguments, one per line
 //	images/*.tar      images imported into containerd's k8s.io namespace at every boot (the
@@ -76,7 +77,13 @@ func nodeInit(dir, kmods string) {
 	if _, err := os.Stat("/etc/machine-id"); err != nil {
 		_ = os.WriteFile("/etc/machine-id", []byte(fmt.Sprintf("%032x\n", time.Now().UnixNano())), 0o444)
 	}
-	if err := spawn("/var/log/containerd.log", "containerd", "--config", filepath.Join(dir, "containerd.toml")); err != nil {
+	// containerd.bin (optional): another containerd than Debian's, its shims beside it.
+	ctrd, ctrdEnv := "containerd", env
+	if b, err := os.ReadFile(filepath.Join(dir, "containerd.bin")); err == nil {
+		ctrd = strings.TrimSpace(string(b))
+		ctrdEnv = append([]string{"PATH=" + filepath.Dir(ctrd) + ":" + strings.TrimPrefix(env[0], "PATH=")}, env[1:]...)
+	}
+	if err := spawnEnv("/var/log/containerd.log", ctrdEnv, ctrd, "--config", filepath.Join(dir, "containerd.toml")); err != nil {
 		logf("node: containerd: %v", err)
 		return
 	}
@@ -112,14 +119,16 @@ func nodeInit(dir, kmods string) {
 }
 
 // spawn starts argv in a session of its own with its output appended to log.
-func spawn(log string, argv ...string) error {
+func spawn(log string, argv ...string) error { return spawnEnv(log, env, argv...) }
+
+func spawnEnv(log string, environ []string, argv ...string) error {
 	f, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	c := exec.Command(argv[0], argv[1:]...)
-	c.Env = env
+	c.Env = environ
 	c.Stdout, c.Stderr = f, f
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := c.Start(); err != nil {
