@@ -28,7 +28,7 @@ import (
 var nodeModules = []string{
 	"bridge", "veth", "br_netfilter", "nf_tables", "nft_compat", "nft_chain_nat", "nf_nat", "nf_conntrack",
 	"nft_masq", "xt_MASQUERADE", "xt_comment", "xt_addrtype", "xt_conntrack", "xt_mark", "xt_multiport",
-	"nft_counter", "nft_ct", "ip_tables", "iptable_nat", "iptable_filter", "ip6_tables", "ip6table_filter",
+	"nft_ct", "ip_tables", "iptable_nat", "iptable_filter", "ip6_tables", "ip6table_filter",
 }
 
 // nodeInit runs as its own process (children of PID 1 are reaped by PID 1's loop, which
@@ -95,6 +95,7 @@ func nodeInit(dir, kmods string) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	logf("node: containerd answers %.1fs after init", time.Since(start).Seconds())
 	tars, _ := filepath.Glob(filepath.Join(dir, "images", "*.tar"))
 	for _, t := range tars {
 		_ = run("ctr", "--address", "/run/containerd/containerd.sock", "-n", "k8s.io", "images", "import", "--no-unpack", t)
