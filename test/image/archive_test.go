@@ -122,13 +122,7 @@ func TestImages(t *testing.T) {
 		t.Fatalf("hack/images.sh: %v", err)
 	}
 	dir := strings.TrimSpace(string(out))
-	bin := filepath.Join(t.TempDir(), "sharedlvm")
-	build := exec.Command(filepath.Join(envtestutil.RepoRoot(), "hack", "build.sh"), bin)
-	build.Env = append(os.Environ(), "VERSION=v0.0.0-image")
-	if b, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("hack/build.sh: %v\n%s", err, b)
-	}
-	want, err := os.ReadFile(bin)
+	want, err := os.ReadFile(buildBinary(t, "v0.0.0-image"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -92,13 +92,20 @@ func TestDockerfile(t *testing.T) {
 	}
 }
 
-func TestStaticBinary(t *testing.T) {
+// buildBinary runs hack/build.sh (the Dockerfile's build command) with VERSION=version.
+func buildBinary(t *testing.T, version string) string {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), "sharedlvm")
 	build := exec.Command(filepath.Join(envtestutil.RepoRoot(), "hack", "build.sh"), out)
-	build.Env = append(os.Environ(), "VERSION=v0.0.0-test")
+	build.Env = append(os.Environ(), "VERSION="+version)
 	if b, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("hack/build.sh: %v\n%s", err, b)
 	}
+	return out
+}
+
+func TestStaticBinary(t *testing.T) {
+	out := buildBinary(t, "v0.0.0-test")
 	f, err := elf.Open(out)
 	if err != nil {
 		t.Fatal(err)
