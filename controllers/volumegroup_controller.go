@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -40,6 +41,8 @@ type VolumeGroupReconciler struct {
 	// ClaimNamespace holds the agents' VG create claims (the heartbeat namespace); the
 	// claim of a deleted VolumeGroup is removed with it.
 	ClaimNamespace string
+	// APIReader reads live (uncached) before a deleted VolumeGroup is released.
+	APIReader client.Reader
 }
 
 // +kubebuilder:rbac:groups=sharedlvm.io,resources=volumegroups,verbs=get;list;watch;update;patch
@@ -134,6 +137,19 @@ func (r *VolumeGroupReconciler) reconcileDelete(ctx context.Context, vg *v1.Volu
 	var vols v1.SharedVolumeList
 	if err := r.List(ctx, &vols, client.MatchingFields{IndexVolumeGroup: vg.Name}); err != nil {
 		return ctrl.Result{}, err
+	}
+	if len(vols.Items) == 0 && r.APIReader != nil {
+		// Releasing is not undone: an empty cache may lag a volume created a moment ago (seen
+		// in CI: the VolumeGroup went while its new volume existed). Decide on a live list.
+		var live v1.SharedVolumeList
+		if err := r.APIReader.List(ctx, &live); err != nil {
+			return ctrl.Result{}, err
+		}
+		for i := range live.Items {
+			if slices.Contains(involvedVGs(&live.Items[i]), vg.Name) {
+				vols.Items = append(vols.Items, live.Items[i])
+			}
+		}
 	}
 	if len(vols.Items) > 0 {
 		names := make([]string, 0, len(vols.Items))

@@ -132,7 +132,7 @@ func NewOperator(ctx context.Context, cfg *rest.Config, o OperatorOptions) (mana
 		return nil, fmt.Errorf("heartbeats: %w", err)
 	}
 	rec := mgr.GetEventRecorder("sharedlvm-operator")
-	if err := (&controllers.VolumeGroupReconciler{Client: mgr.GetClient(), Recorder: rec, Heartbeats: hb, ClaimNamespace: heartbeatNamespace(o.HeartbeatNamespace)}).SetupWithManager(mgr); err != nil {
+	if err := (&controllers.VolumeGroupReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Heartbeats: hb, ClaimNamespace: heartbeatNamespace(o.HeartbeatNamespace)}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := (&controllers.SharedVolumeReconciler{Client: mgr.GetClient(), Recorder: rec, Heartbeats: hb}).SetupWithManager(mgr); err != nil {
