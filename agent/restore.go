@@ -247,22 +247,13 @@ func (r *Restorer) markRestoring(ctx context.Context) error {
 	node.Labels[v1.LabelLocksRestored] = "false"
 	// The kubelet sets the startup taint only when it registers the Node: after a reboot of
 	// a node that exists it does not, so the agent puts it back until this boot's restore.
-	if !hasStartupTaint(&node) {
+	if v1.StartupTaint(&node) == nil {
 		node.Spec.Taints = append(node.Spec.Taints, corev1.Taint{Key: v1.TaintLocksNotRestored, Effect: corev1.TaintEffectNoSchedule})
 	}
 	if err := r.Client.Patch(ctx, &node, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return err
 	}
 	return r.setNodeCondition(ctx, false, "Restoring", "restoring this boot's locks")
-}
-
-func hasStartupTaint(n *corev1.Node) bool {
-	for _, t := range n.Spec.Taints {
-		if t.Key == v1.TaintLocksNotRestored {
-			return true
-		}
-	}
-	return false
 }
 
 func (r *Restorer) markRestored(ctx context.Context, bootID, msg string) error {

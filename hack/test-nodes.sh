@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local GOFLAGS=${GOFLAGS:--mod=mod}
-PKGS=(containerd runc containernetworking-plugins iptables)
+PKGS=(containerd runc containernetworking-plugins iptables iproute2)
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -340,11 +340,7 @@ func Restores(ctx context.Context, c client.Reader, node string) ([]RestoreRow, 
 		}
 		r := RestoreRow{Node: n.Name, BootID: n.Status.NodeInfo.BootID, RestoredBoot: n.Annotations[v1.AnnotationRestoredBootID],
 			Restored: v1.LocksRestoredProblem(&n) == ""}
-		for _, t := range n.Spec.Taints {
-			if t.Key == v1.TaintLocksNotRestored {
-				r.Tainted = true
-			}
-		}
+		r.Tainted = v1.StartupTaint(&n) != nil
 		for _, c := range n.Status.Conditions {
 			if string(c.Type) == v1.NodeConditionLocksRestored {
 				r.Condition, r.Message = c.Reason, c.Message

@@ -19,3 +19,13 @@ func LocksRestoredProblem(node *corev1.Node) string {
 	}
 	return ""
 }
+
+// StartupTaint is the node's TaintLocksNotRestored, or nil.
+func StartupTaint(node *corev1.Node) *corev1.Taint {
+	for i := range node.Spec.Taints {
+		if node.Spec.Taints[i].Key == TaintLocksNotRestored {
+			return &node.Spec.Taints[i]
+		}
+	}
+	return nil
+}

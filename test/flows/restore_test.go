@@ -88,15 +88,7 @@ var _ = Describe("node reboot: locks restored before workloads start", Ordered, 
 		}).Should(Succeed())
 
 		By("the agent starts: the startup taint back while it restores (the kubelet sets it only when it registers a Node), restore, then record")
-		startupTaint := func(n *corev1.Node) bool {
-			for _, t := range n.Spec.Taints {
-				if t.Key == v1.TaintLocksNotRestored && t.Effect == corev1.TaintEffectNoSchedule {
-					return true
-				}
-			}
-			return false
-		}
-		Expect(startupTaint(get(node))).To(BeFalse(), "an existing Node: the kubelet did not taint it again")
+		Expect(v1.StartupTaint(get(node))).To(BeNil(), "an existing Node: the kubelet did not taint it again")
 		wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: roles.Scheme()})
 		Expect(err).NotTo(HaveOccurred())
 		w, err := wc.Watch(ctx, &corev1.NodeList{}, client.MatchingFields{"metadata.name": "node-1"})
@@ -108,7 +100,7 @@ var _ = Describe("node reboot: locks restored before workloads start", Ordered, 
 			defer func() { tainted <- seen }()
 			for ev := range w.ResultChan() {
 				if n, ok := ev.Object.(*corev1.Node); ok {
-					seen = seen || startupTaint(n)
+					seen = seen || (v1.StartupTaint(n) != nil && v1.StartupTaint(n).Effect == corev1.TaintEffectNoSchedule)
 					if seen && n.Annotations[v1.AnnotationRestoredBootID] == newBoot {
 						return
 					}
@@ -120,7 +112,7 @@ var _ = Describe("node reboot: locks restored before workloads start", Ordered, 
 		Eventually(waited).Should(Receive(BeNil()))
 		w.Stop()
 		Expect(<-tainted).To(BeTrue(), "the agent tainted the node while restoring")
-		Expect(startupTaint(get(node))).To(BeFalse(), "and removed the taint once restored")
+		Expect(v1.StartupTaint(get(node))).To(BeNil(), "and removed the taint once restored")
 		Expect(out.String()).To(ContainSubstring("restored its locks for boot " + newBoot))
 		get(node)
 		Expect(node.Labels[v1.LabelLocksRestored]).To(Equal("true"))

@@ -143,7 +143,7 @@ func setup(t *testing.T, hosts int, tags ...string) *env {
 	})
 	booted := time.Since(start)
 	for _, h := range e.bed.Hosts {
-		d := e.wait(h.Name+" registered and Ready", 5*time.Minute, func() error {
+		e.wait(h.Name+" registered and Ready", 5*time.Minute, func() error {
 			var n corev1.Node
 			if err := e.c.Get(ctx, client.ObjectKey{Name: h.Name}, &n); err != nil {
 				return fmt.Errorf("%w (kubelet log: %s)", err, e.tail(h, "/var/log/kubelet.log"))
@@ -153,7 +153,6 @@ func setup(t *testing.T, hosts int, tags ...string) *env {
 			}
 			return nil
 		})
-		_ = d
 		// What the kubelet says of the runtime (containerd 1.x has no RuntimeConfig call:
 		// the kubelet falls back to its own cgroupDriver and counts it as losing support).
 		if out, err := h.MustRun(ctx, "grep", "-m1", "-o", "CRI implementation should be updated[^\"]*", "/var/log/kubelet.log"); err == nil {
@@ -189,12 +188,7 @@ func (e *env) helmRun(args ...string) string {
 // podLogs is the end of each container's log of a pod, read on its node (the apiserver
 // cannot reach the kubelets: kubectl logs does not work on the bed).
 func (e *env) podLogs(p *corev1.Pod) string {
-	var h *testbed.Host
-	for _, x := range e.bed.Hosts {
-		if x.Name == p.Spec.NodeName {
-			h = x
-		}
-	}
+	h := e.hostOf(p.Spec.NodeName)
 	if h == nil {
 		return ""
 	}
@@ -408,7 +402,7 @@ func (e *env) rebootWithLauncher() string {
 		if err := e.c.Get(e.ctx, client.ObjectKey{Name: h.Name}, &node); err != nil {
 			return err
 		}
-		tainted = tainted || hasStartupTaint(&node)
+		tainted = tainted || v1.StartupTaint(&node) != nil
 		if node.Status.NodeInfo.BootID != boot || !nodeReady(&node) {
 			return fmt.Errorf("bootID %q ready %v", node.Status.NodeInfo.BootID, nodeReady(&node))
 		}
@@ -418,11 +412,11 @@ func (e *env) rebootWithLauncher() string {
 		if err := e.c.Get(e.ctx, client.ObjectKey{Name: h.Name}, &node); err != nil {
 			return err
 		}
-		tainted = tainted || hasStartupTaint(&node)
+		tainted = tainted || v1.StartupTaint(&node) != nil
 		if node.Annotations[v1.AnnotationRestoredBootID] != boot || node.Labels[v1.LabelLocksRestored] != "true" {
 			return fmt.Errorf("restored for %q, label %q, condition %+v", node.Annotations[v1.AnnotationRestoredBootID], node.Labels[v1.LabelLocksRestored], restoreCondition(&node))
 		}
-		if hasStartupTaint(&node) {
+		if v1.StartupTaint(&node) != nil {
 			return fmt.Errorf("the startup taint is still there")
 		}
 		if c := restoreCondition(&node); c == nil || c.Status != corev1.ConditionTrue {
@@ -473,15 +467,6 @@ func (e *env) rebootWithLauncher() string {
 	})
 	t.Logf("the launcher's wait-locks returned after the restore (%s), as %q says", cond.LastTransitionTime.Format(time.RFC3339), "wait-locks")
 	return uuid
-}
-
-func hasStartupTaint(n *corev1.Node) bool {
-	for _, t := range n.Spec.Taints {
-		if t.Key == v1.TaintLocksNotRestored {
-			return true
-		}
-	}
-	return false
 }
 
 const vgName = "vg1"

@@ -138,14 +138,23 @@ func (e *env) podToken(p *corev1.Pod) string {
 	return ""
 }
 
-func (e *env) host(name string) *testbed.Host {
+// hostOf is the bed host named name (nil if none); host fails the test instead.
+func (e *env) hostOf(name string) *testbed.Host {
 	for _, h := range e.bed.Hosts {
 		if h.Name == name {
 			return h
 		}
 	}
-	e.t.Fatalf("no host %s", name)
 	return nil
+}
+
+func (e *env) host(name string) *testbed.Host {
+	e.t.Helper()
+	h := e.hostOf(name)
+	if h == nil {
+		e.t.Fatalf("no host %s", name)
+	}
+	return h
 }
 
 // agentPod is the agent pod on node.
