@@ -2,9 +2,11 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -121,36 +123,32 @@ func (r *Restorer) restore(ctx context.Context) error {
 	}
 	daemonsAt := time.Since(t0)
 
-	// 2. Lockspaces of the VGs that select this node.
-	served, err := r.startLockspaces(ctx, &node)
+	// 2. Lockspaces of the VGs that select this node, joined in parallel (lvmlockd and
+	// sanlock run one thread per lockspace: k VGs cost about one join, not k).
+	served, joins, err := r.startLockspaces(ctx, &node)
 	if err != nil {
 		return err
 	}
 	r.Node.Invalidate()
 	lockspacesAt := time.Since(t0)
 
-	// 3. Re-activate this node's live attachments with their desired lock, batched.
+	// 3. Re-activate this node's live attachments with their desired lock: one lvchange per
+	// VG and mode, the VGs in parallel.
 	var atts v1.VolumeAttachmentList
 	if err := r.Reader.List(ctx, &atts); err != nil {
 		return err
 	}
 	batches, count := PlanRestoreBatches(atts.Items, r.Node.Name)
-	var failed []string
-	for _, b := range batches {
-		if err := r.Node.LVM.Activate(ctx, b.VG, b.Mode, b.LVs...); err != nil {
-			// One refused LV fails the batch: retry one by one to activate the rest and
-			// name the ones that could not be (another host holds them: the desired state
-			// moved on while this node was away; the attachment agent reports it).
-			for _, lv := range b.LVs {
-				if err := r.Node.LVM.Activate(ctx, b.VG, b.Mode, lv); err != nil {
-					failed = append(failed, fmt.Sprintf("%s/%s: %v", b.VG, lv, err))
-				}
-			}
-		}
-	}
+	failed, activations, err := r.activate(ctx, batches)
 	r.Node.Invalidate()
+	if err != nil {
+		return err
+	}
 	msg := fmt.Sprintf("boot %s: daemons up after %.1fs, lockspaces of %d VG(s) after %.1fs, %d attachment(s) re-activated in %d batch(es), done in %.1fs",
 		bootID, daemonsAt.Seconds(), served, lockspacesAt.Seconds(), count-len(failed), len(batches), time.Since(t0).Seconds())
+	if len(joins)+len(activations) > 0 {
+		msg += fmt.Sprintf(" (joins: %s; re-activations: %s)", timings(joins), timings(activations))
+	}
 	if len(failed) > 0 {
 		msg += fmt.Sprintf("; %d could not be re-activated (see their attachments): %s", len(failed), strings.Join(failed, "; "))
 		r.Recorder.Eventf(&node, nil, corev1.EventTypeWarning, "RestoreConflicts", "RestoreLocks", "%s", msg)
@@ -161,25 +159,26 @@ func (r *Restorer) restore(ctx context.Context) error {
 	return r.markRestored(ctx, bootID, msg)
 }
 
-// startLockspaces starts the lockspaces PlanLockstarts picks for this node and returns how
-// many VolumeGroups the node serves. Its facts are read directly (the caches may not run
-// yet): the VolumeGroups with the heartbeats overlaid, sanlock, the host_id.
-func (r *Restorer) startLockspaces(ctx context.Context, node *corev1.Node) (int, error) {
+// startLockspaces starts, in parallel, the lockspaces PlanLockstarts picks for this node and
+// returns how many VolumeGroups the node serves and how long each join took. Its facts are
+// read directly (the caches may not run yet): the VolumeGroups with the heartbeats overlaid,
+// sanlock, the host_id.
+func (r *Restorer) startLockspaces(ctx context.Context, node *corev1.Node) (int, map[string]time.Duration, error) {
 	var vgs v1.VolumeGroupList
 	if err := r.Reader.List(ctx, &vgs); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	st, err := r.Node.Sanlock.Status(ctx)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	hostID, err := r.HostIDs.Check(ctx, true)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	hb, err := heartbeat.List(ctx, r.Reader, r.HeartbeatNamespace)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	for i := range vgs.Items {
 		hb.Overlay(&vgs.Items[i])
@@ -189,15 +188,134 @@ func (r *Restorer) startLockspaces(ctx context.Context, node *corev1.Node) (int,
 		// The report cycle says so on the VG and with an Event; nothing to restore there.
 		log.FromContext(ctx).Info("not starting lockspace", "vg", d.VG, "why", d.Why)
 	}
+	var (
+		mu    sync.Mutex
+		wg    sync.WaitGroup
+		errs  []error
+		joins = map[string]time.Duration{}
+	)
 	for _, name := range plan.Start {
-		if _, err := r.Node.LVM.Lockstart(ctx, name, hostID); err != nil {
-			if lvm.KindOf(err) == lvm.KindVGNotFound {
-				continue // this node does not see that VG's LUN (yet): nothing to restore there
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			_, err := r.Node.LVM.Lockstart(ctx, name, hostID)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				joins[name] = time.Since(t0)
+			case lvm.KindOf(err) == lvm.KindVGNotFound:
+				// this node does not see that VG's LUN (yet): nothing to restore there
+			default:
+				errs = append(errs, fmt.Errorf("lockstart %s: %w", name, err))
 			}
-			return 0, fmt.Errorf("lockstart %s: %w", name, err)
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return 0, nil, errors.Join(errs...)
+	}
+	return plan.Served, joins, nil
+}
+
+// activate runs the restore's batches, the VGs in parallel (each lockspace has its own
+// lvmlockd thread), the modes of one VG one after another. A batch that fails is not retried
+// LV by LV: lvchange went on past the LVs it could not lock, so the locks held afterwards,
+// read once from lvmlockd, name them (NotActivated). It returns those LVs ("vg/lv: why"),
+// how long each VG's lvchanges took, and an error only when what happened cannot be read
+// (the restore retries).
+func (r *Restorer) activate(ctx context.Context, batches []RestoreBatch) ([]string, map[string]time.Duration, error) {
+	byVG := map[string][]RestoreBatch{}
+	for _, b := range batches {
+		byVG[b.VG] = append(byVG[b.VG], b)
+	}
+	var (
+		mu     sync.Mutex
+		wg     sync.WaitGroup
+		failed []string
+		errs   []error
+		took   = map[string]time.Duration{}
+	)
+	for vg, bs := range byVG {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			var notActive []string
+			for _, b := range bs {
+				err := r.Node.LVM.Activate(ctx, b.VG, b.Mode, b.LVs...)
+				if err == nil {
+					continue
+				}
+				held, rerr := r.Node.LVM.LockdInfo(ctx)
+				if rerr != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("lvchange -a%s of %d LV(s) in %s failed (%v), and reading lvmlockd's locks too: %w", b.Mode, len(b.LVs), vg, err, rerr))
+					mu.Unlock()
+					return
+				}
+				for _, lv := range NotActivated(b, held) {
+					notActive = append(notActive, fmt.Sprintf("%s/%s: %s", vg, lv, WhyNotActivated(err, vg, lv)))
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			took[vg] = time.Since(t0)
+			failed = append(failed, notActive...)
+		}()
+	}
+	wg.Wait()
+	sort.Strings(failed)
+	if len(errs) > 0 {
+		return nil, nil, errors.Join(errs...)
+	}
+	return failed, took, nil
+}
+
+// WhyNotActivated is the line of lvchange's error that names vg/lv ("LV locked by other
+// host: vg1/lv1"), or a generic reason when LVM named it nowhere.
+func WhyNotActivated(err error, vg, lv string) string {
+	text := err.Error()
+	var le *lvm.Error
+	if errors.As(err, &le) && le.Stderr != "" {
+		text = le.Stderr
+	}
+	path := vg + "/" + lv
+	// lvm.Error keeps LVM's lines joined by "; ".
+	for _, l := range strings.FieldsFunc(strings.ReplaceAll(text, "; ", "\n"), func(r rune) bool { return r == '\n' }) {
+		l = strings.TrimSpace(l)
+		for i := strings.Index(l, path); i >= 0; {
+			rest := l[i+len(path):]
+			if rest == "" || rest == "." || strings.ContainsAny(rest[:1], " :,'\"") {
+				return l
+			}
+			j := strings.Index(rest, path)
+			if j < 0 {
+				break
+			}
+			i += len(path) + j
 		}
 	}
-	return plan.Served, nil
+	first, _, _ := strings.Cut(strings.ReplaceAll(text, "; ", "\n"), "\n")
+	return "not active after lvchange, which failed: " + strings.TrimSpace(first)
+}
+
+// timings renders per-VG durations sorted by VG: "vg1 97.0s, vg2 96.1s".
+func timings(d map[string]time.Duration) string {
+	if len(d) == 0 {
+		return "none"
+	}
+	names := make([]string, 0, len(d))
+	for n := range d {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s %.1fs", n, d[n].Seconds())
+	}
+	return strings.Join(parts, ", ")
 }
 
 func uniq(in []string) []string {

@@ -56,6 +56,8 @@ type RestoreBatch struct {
 	VG   string
 	Mode lvm.ActivationMode
 	LVs  []string
+	// UUIDs maps each LV's name to its UUID (lvmlockd names LV locks by UUID).
+	UUIDs map[string]string
 }
 
 // PlanRestoreBatches groups this node's live attachments that want a lock into one batch
@@ -68,6 +70,7 @@ func PlanRestoreBatches(atts []v1.VolumeAttachment, node string) ([]RestoreBatch
 		mode lvm.ActivationMode
 	}
 	byKey := map[key][]string{}
+	uuids := map[key]map[string]string{}
 	count := 0
 	for _, a := range atts {
 		if string(a.Spec.Node) != node || !a.DeletionTimestamp.IsZero() || a.Status.LV == nil {
@@ -79,12 +82,43 @@ func PlanRestoreBatches(atts []v1.VolumeAttachment, node string) ([]RestoreBatch
 		}
 		k := key{a.Status.LV.VGName, mode}
 		byKey[k] = append(byKey[k], a.Status.LV.LVName)
+		if uuids[k] == nil {
+			uuids[k] = map[string]string{}
+		}
+		uuids[k][a.Status.LV.LVName] = a.Status.LV.LVUUID
 		count++
 	}
 	out := make([]RestoreBatch, 0, len(byKey))
 	for k, lvs := range byKey {
-		out = append(out, RestoreBatch{VG: k.vg, Mode: k.mode, LVs: uniq(lvs)})
+		out = append(out, RestoreBatch{VG: k.vg, Mode: k.mode, LVs: uniq(lvs), UUIDs: uuids[k]})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].VG+string(out[i].Mode) < out[j].VG+string(out[j].Mode) })
 	return out, count
+}
+
+// NotActivated returns the LVs of a batch whose lock this host does not hold in the batch's
+// mode, read from lvmlockd (`lvmlockctl --info`) after the batch's lvchange failed, sorted:
+// those lvchange could not lock (another host holds them) or could not find. lvchange goes on
+// past an LV it cannot lock, so one read after the batch names every such LV at once, instead
+// of one lvchange per LV. An LV with no known UUID, or a VG lvmlockd does not list, counts as
+// not activated (fail closed: its attachment agent applies it again).
+func NotActivated(b RestoreBatch, held []lvm.LockdVG) []string {
+	want := lvm.LockdExclusive
+	if b.Mode == lvm.Shared {
+		want = lvm.LockdShared
+	}
+	var locks map[string]lvm.LockdMode
+	for _, vg := range held {
+		if vg.Name == b.VG {
+			locks = vg.LVs
+		}
+	}
+	var out []string
+	for _, name := range b.LVs {
+		if uuid := b.UUIDs[name]; uuid == "" || locks[uuid] != want {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

@@ -69,14 +69,50 @@ func TestPlanRestoreBatches(t *testing.T) {
 		deleting,
 	}, "n1")
 	want := []RestoreBatch{
-		{VG: "vg1", Mode: lvm.Exclusive, LVs: []string{"a", "b"}},
-		{VG: "vg1", Mode: lvm.Shared, LVs: []string{"m"}},
-		{VG: "vg2", Mode: lvm.Shared, LVs: []string{"c"}},
+		{VG: "vg1", Mode: lvm.Exclusive, LVs: []string{"a", "b"}, UUIDs: map[string]string{"a": "u-a", "b": "u-b"}},
+		{VG: "vg1", Mode: lvm.Shared, LVs: []string{"m"}, UUIDs: map[string]string{"m": "u-m"}},
+		{VG: "vg2", Mode: lvm.Shared, LVs: []string{"c"}, UUIDs: map[string]string{"c": "u-c"}},
 	}
 	if !reflect.DeepEqual(batches, want) {
 		t.Errorf("batches %+v, want %+v", batches, want)
 	}
 	if n != 5 {
 		t.Errorf("count %d, want 5", n)
+	}
+}
+
+func TestNotActivated(t *testing.T) {
+	held := []lvm.LockdVG{{Name: "vg1", LVs: map[string]lvm.LockdMode{"ua": "ex", "ub": "un", "ud": "ex", "us": "sh"}}}
+	uuids := map[string]string{"a": "ua", "b": "ub", "c": "uc", "d": "ud", "s": "us", "gone": "ug"}
+	for _, tc := range []struct {
+		name string
+		b    RestoreBatch
+		held []lvm.LockdVG
+		want []string
+	}{
+		{"refused, unlocked and missing LVs are named", RestoreBatch{VG: "vg1", Mode: lvm.Exclusive, LVs: []string{"a", "b", "c", "d", "gone"}, UUIDs: uuids}, held, []string{"b", "c", "gone"}},
+		{"all held: none", RestoreBatch{VG: "vg1", Mode: lvm.Exclusive, LVs: []string{"d", "a"}, UUIDs: uuids}, held, nil},
+		{"held in the other mode: named", RestoreBatch{VG: "vg1", Mode: lvm.Shared, LVs: []string{"a", "s"}, UUIDs: uuids}, held, []string{"a"}},
+		{"no UUID known: named (fail closed)", RestoreBatch{VG: "vg1", Mode: lvm.Exclusive, LVs: []string{"a"}}, held, []string{"a"}},
+		{"VG not listed by lvmlockd: every LV", RestoreBatch{VG: "vg2", Mode: lvm.Exclusive, LVs: []string{"y", "x"}, UUIDs: map[string]string{"x": "ua", "y": "ud"}}, held, []string{"x", "y"}},
+		{"nothing read: every LV", RestoreBatch{VG: "vg1", Mode: lvm.Exclusive, LVs: []string{"a"}, UUIDs: uuids}, nil, []string{"a"}},
+	} {
+		if got := NotActivated(tc.b, tc.held); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestWhyNotActivated(t *testing.T) {
+	err := &lvm.Error{Argv: []string{"lvchange", "-aey", "vg1/lv1", "vg1/lv10"}, Kind: lvm.KindLockHeldByOther,
+		Stderr: "LV locked by other host: vg1/lv10; Failed to lock logical volume vg1/lv10.; LV locked by other host: vg1/lv1"}
+	for lv, want := range map[string]string{
+		"lv10": "LV locked by other host: vg1/lv10",
+		"lv1":  "LV locked by other host: vg1/lv1",
+		"lv2":  "not active after lvchange, which failed: LV locked by other host: vg1/lv10",
+	} {
+		if got := WhyNotActivated(err, "vg1", lv); got != want {
+			t.Errorf("%s: got %q, want %q", lv, got, want)
+		}
 	}
 }

@@ -780,14 +780,20 @@ func (c *Cluster) lvchange(host int, argv []string) executor.Result {
 		return ok("  Logical volume " + argv[3] + " changed.\n")
 	}
 	mode := strings.TrimPrefix(argv[1], "-a")
-	// lvchange processes each LV; the first failure fails the command (like LVM's exit 5).
+	// lvchange processes each LV, going on past the ones it cannot lock or find; any failure
+	// fails the command (LVM's exit 5), and stderr names each failed LV.
 	var failed *executor.Result
+	var stderrs []string
+	fail1 := func(r executor.Result) {
+		if failed == nil {
+			failed = &r
+		}
+		stderrs = append(stderrs, string(r.Stderr))
+	}
 	for _, path := range argv[2:] {
 		v, l, res, found := c.lookup(path)
 		if !found {
-			if failed == nil {
-				failed = &res
-			}
+			fail1(res)
 			continue
 		}
 		if !c.started(host, v.name) {
@@ -799,10 +805,7 @@ func (c *Cluster) lvchange(host int, argv []string) executor.Result {
 			delete(l.holders, host)
 		case "ey":
 			if othersHold(l, host, false) {
-				r := lockedByOther(path)
-				if failed == nil {
-					failed = &r
-				}
+				fail1(lockedByOther(path))
 				continue
 			}
 			if l.holders[host] != "ex" {
@@ -811,17 +814,11 @@ func (c *Cluster) lvchange(host int, argv []string) executor.Result {
 			l.holders[host] = "ex"
 		case "sy":
 			if hasSnapshot(v, l) || l.origin != "" {
-				r := fail(5, fmt.Sprintf("  Shared activation not compatible with LV type: %s\n", path))
-				if failed == nil {
-					failed = &r
-				}
+				fail1(fail(5, fmt.Sprintf("  Shared activation not compatible with LV type: %s\n", path)))
 				continue
 			}
 			if othersHold(l, host, true) {
-				r := lockedByOther(path)
-				if failed == nil {
-					failed = &r
-				}
+				fail1(lockedByOther(path))
 				continue
 			}
 			l.holders[host] = "sh"
@@ -830,7 +827,9 @@ func (c *Cluster) lvchange(host int, argv []string) executor.Result {
 		}
 	}
 	if failed != nil {
-		return *failed
+		out := *failed
+		out.Stderr = []byte(strings.Join(stderrs, ""))
+		return out
 	}
 	return ok("")
 }

@@ -157,6 +157,85 @@ var _ = Describe("node reboot: locks restored before workloads start", Ordered, 
 		}
 	})
 
+	It("restores around LVs another host took meanwhile: one lvchange, one read of the locks, the taken ones named", func() {
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}}
+		Eventually(func() string { return get(node).Annotations[v1.AnnotationRestoredBootID] }).Should(Equal(storage.CurrentBootID(1)))
+		names := []string{"cf1", "cf2", "cf3", "cf4", "cf5", "cf6"}
+		for _, n := range names {
+			Expect(k8s.Create(ctx, volume(n, "4Mi"))).To(Succeed())
+			available(&v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: n}})
+			Expect(k8s.Create(ctx, attachment(n+"-node-1", n, "node-1", v1.PurposeInstance))).To(Succeed())
+		}
+		for _, n := range names {
+			attached(&v1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: n + "-node-1"}}, v1.LockExclusive)
+		}
+
+		By("node-1 loses power; while it is away a host with no agent (an admin's lvchange) takes cf2 and cf5")
+		stop("node-1")
+		storage.Crash(1)
+		storage.Reboot(1)
+		newBoot := storage.CurrentBootID(1)
+		const outsider = 9
+		storage.Host(outsider)
+		storage.LockstartAll(vgName, outsider)
+		for _, n := range []string{"cf2", "cf5"} {
+			res, _ := storage.Host(outsider).Run(ctx, []string{"lvchange", "-aey", vgName + "/" + n})
+			Expect(res.ExitCode).To(Equal(0))
+		}
+		Eventually(func() error {
+			get(node)
+			node.Status.NodeInfo.BootID = newBoot
+			return k8s.Status().Update(ctx, node)
+		}).Should(Succeed())
+
+		since := len(storage.Log())
+		startAgent("node-1", storage.Host(1))
+		Eventually(func() string { return get(node).Annotations[v1.AnnotationRestoredBootID] }).Should(Equal(newBoot))
+		var cond *corev1.NodeCondition
+		for i := range node.Status.Conditions {
+			if node.Status.Conditions[i].Type == v1.NodeConditionLocksRestored {
+				cond = &node.Status.Conditions[i]
+			}
+		}
+		Expect(cond).NotTo(BeNil())
+		Expect(cond.Status).To(Equal(corev1.ConditionTrue), "the rest is restored: the node is not held back by the taken ones")
+		Expect(cond.Message).To(ContainSubstring("2 could not be re-activated (see their attachments): vg1/cf2: LV locked by other host: vg1/cf2; vg1/cf5: LV locked by other host: vg1/cf5"))
+		Expect(eventNotes(node, "RestoreConflicts")).To(ContainElement(ContainSubstring("vg1/cf5: LV locked by other host")))
+		for _, n := range []string{"cf1", "cf3", "cf4", "cf6"} {
+			Expect(holders(n)).To(Equal(map[int]string{1: "ex"}), n)
+		}
+		for _, n := range []string{"cf2", "cf5"} {
+			Expect(holders(n)).To(Equal(map[int]string{outsider: "ex"}), n)
+		}
+		By("no LV was retried one by one: each restored LV appears in exactly one lvchange of node-1")
+		seen := map[string]int{}
+		for _, c := range storage.Log()[since:] {
+			if c.Host != 1 || c.Argv[0] != "lvchange" {
+				continue
+			}
+			for _, a := range c.Argv[2:] {
+				seen[strings.TrimPrefix(a, vgName+"/")]++
+			}
+		}
+		for _, n := range []string{"cf1", "cf3", "cf4", "cf6"} {
+			Expect(seen[n]).To(Equal(1), "%s: %v", n, seen)
+		}
+
+		By("the taken ones are reported on their attachments, and taken back once the other host lets go")
+		for _, n := range []string{"cf2", "cf5"} {
+			a := &v1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: n + "-node-1"}}
+			Eventually(func() []string { return eventNotes(get(a), "LockRefused") }).Should(ContainElement(ContainSubstring("another host holds it")))
+			res, _ := storage.Host(outsider).Run(ctx, []string{"lvchange", "-an", vgName + "/" + n})
+			Expect(res.ExitCode).To(Equal(0))
+			Eventually(func() map[int]string { return holders(n) }).Should(Equal(map[int]string{1: "ex"}), n)
+			attached(a, v1.LockExclusive)
+		}
+		for _, n := range names {
+			removeWithin(time.Minute, &v1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: n + "-node-1"}})
+			removeWithin(time.Minute, &v1.SharedVolume{ObjectMeta: metav1.ObjectMeta{Namespace: "cloud", Name: n}})
+		}
+	})
+
 	It("an agent restart without a reboot keeps the locks and re-records at once", func() {
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-2"}}
 		before := get(node).Annotations[v1.AnnotationRestoredBootID]
