@@ -32,8 +32,30 @@ import (
 
 func TestFlows(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "Core flows: operator + agents over a model of shared LVM (envtest)")
+	if !RunSpecs(t, "Core flows: operator + agents over a model of shared LVM (envtest)") {
+		// CI keeps only the tail of the output: repeat each failure's message there, with the
+		// seed that replays the order (-ginkgo.seed).
+		for _, f := range failures {
+			fmt.Println(f)
+		}
+	}
 }
+
+// failures are the failed specs' messages, collected for the end of the output.
+var failures []string
+
+var _ = ReportAfterSuite("failures, repeated at the end of the output", func(r Report) {
+	for _, s := range r.SpecReports {
+		if !s.Failed() {
+			continue
+		}
+		msg := s.Failure.Message
+		if len(msg) > 2500 {
+			msg = msg[:2500] + "..."
+		}
+		failures = append(failures, fmt.Sprintf("FAILED (seed %d) %s\n  at %s\n  %s", r.SuiteConfig.RandomSeed, s.FullText(), s.Failure.Location, msg))
+	}
+})
 
 var (
 	env     *envtestutil.Env
