@@ -154,6 +154,13 @@ func (r *Restorer) restore(ctx context.Context) error {
 		r.Recorder.Eventf(&node, nil, corev1.EventTypeWarning, "RestoreConflicts", "RestoreLocks", "%s", msg)
 	}
 	metrics.ObserveOperation(metrics.OpRestore, r.Node.Name, time.Since(t0))
+	for vg, d := range joins {
+		metrics.SetRestoreStep(r.Node.Name, vg, metrics.RestoreJoin, d)
+	}
+	for vg, d := range activations {
+		metrics.SetRestoreStep(r.Node.Name, vg, metrics.RestoreActivate, d)
+	}
+	metrics.SetRestoreStep(r.Node.Name, "", metrics.RestoreTotal, time.Since(t0))
 	logger.Info("locks restored", "bootID", bootID, "attachments", count, "batches", len(batches), "seconds", time.Since(t0).Seconds())
 	r.Recorder.Eventf(&node, nil, corev1.EventTypeNormal, "LocksRestored", "RestoreLocks", "%s", msg)
 	return r.markRestored(ctx, bootID, msg)

@@ -48,7 +48,23 @@ var (
 		Name: "sharedlvm_created_lv_reads_total",
 		Help: "How a node learned a new LV's UUID, lease and placement after lvcreate: from the metadata lvcreate committed, read from a PV in-process (source committed-metadata), or with one lvs (source lvs: another host committed in between, or the agent cannot read the devices).",
 	}, []string{"node", "source"})
+	restoreSteps = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sharedlvm_restore_step_seconds",
+		Help: "The last boot restore of a node, per VG and step: join (its lockspace's start, run in parallel with the other VGs') and activate (its re-activation lvchanges); and per node the whole restore (vg \"\", step total).",
+	}, []string{"node", "vg", "step"})
 )
+
+// Steps of a boot restore, in sharedlvm_restore_step_seconds.
+const (
+	RestoreJoin     = "join"
+	RestoreActivate = "activate"
+	RestoreTotal    = "total"
+)
+
+// SetRestoreStep records one step of a node's last boot restore.
+func SetRestoreStep(node, vg, step string, d time.Duration) {
+	restoreSteps.WithLabelValues(node, vg, step).Set(d.Seconds())
+}
 
 // Sources of a new LV's description, in sharedlvm_created_lv_reads_total.
 const (
@@ -61,7 +77,7 @@ const (
 var state = &StateCollector{}
 
 func init() {
-	crmetrics.Registry.MustRegister(operationSeconds, operationFailures, createdLVReads, state)
+	crmetrics.Registry.MustRegister(operationSeconds, operationFailures, createdLVReads, restoreSteps, state)
 }
 
 // CollectStateFrom makes the process's metrics endpoint report VG and lock state read from r
