@@ -229,7 +229,7 @@ func (r *Restorer) startLockspaces(ctx context.Context, node *corev1.Node) (int,
 // activate runs the restore's batches, the VGs in parallel (each lockspace has its own
 // lvmlockd thread), the modes of one VG one after another. A batch that fails is not retried
 // LV by LV: lvchange went on past the LVs it could not lock, so the locks held afterwards,
-// read once from lvmlockd, name them (NotActivated). It returns those LVs ("vg/lv: why"),
+// read from lvmlockd, name them (NotActivated); those are tried once more in one command. It returns those LVs ("vg/lv: why"),
 // how long each VG's lvchanges took, and an error only when what happened cannot be read
 // (the restore retries).
 func (r *Restorer) activate(ctx context.Context, batches []RestoreBatch) ([]string, map[string]time.Duration, error) {
@@ -251,18 +251,27 @@ func (r *Restorer) activate(ctx context.Context, batches []RestoreBatch) ([]stri
 			t0 := time.Now()
 			var notActive []string
 			for _, b := range bs {
-				err := r.Node.LVM.Activate(ctx, b.VG, b.Mode, b.LVs...)
+				// Twice at most: the LVs the first lvchange did not get are tried once more
+				// in one command (a transient refusal, e.g. sanlock failing a VG lock under
+				// load, passes; a lease another host holds does not), then named.
+				var err error
+				for attempt := 1; attempt <= 2 && len(b.LVs) > 0; attempt++ {
+					if err = r.Node.LVM.Activate(ctx, b.VG, b.Mode, b.LVs...); err == nil {
+						break
+					}
+					held, rerr := r.Node.LVM.LockdInfo(ctx)
+					if rerr != nil {
+						mu.Lock()
+						errs = append(errs, fmt.Errorf("lvchange -a%s of %d LV(s) in %s failed (%v), and reading lvmlockd's locks too: %w", b.Mode, len(b.LVs), vg, err, rerr))
+						mu.Unlock()
+						return
+					}
+					b.LVs = NotActivated(b, held)
+				}
 				if err == nil {
 					continue
 				}
-				held, rerr := r.Node.LVM.LockdInfo(ctx)
-				if rerr != nil {
-					mu.Lock()
-					errs = append(errs, fmt.Errorf("lvchange -a%s of %d LV(s) in %s failed (%v), and reading lvmlockd's locks too: %w", b.Mode, len(b.LVs), vg, err, rerr))
-					mu.Unlock()
-					return
-				}
-				for _, lv := range NotActivated(b, held) {
+				for _, lv := range b.LVs {
 					notActive = append(notActive, fmt.Sprintf("%s/%s: %s", vg, lv, WhyNotActivated(err, vg, lv)))
 				}
 			}
