@@ -36,6 +36,11 @@ roles:
   kill-vg VG take VG's LVs offline on this host after it lost the VG's lease storage
              (lvm.conf: global/lvmlockctl_kill_command = "/path/to/sharedlvm kill-vg";
              run by lvmlockctl --kill from sanlock, on the host, not in a container)
+  leave-lockspaces
+             planned shutdown of an evacuated node: leave every lockspace in which this
+             host holds no LV lock (keep the others), so that the next boot joins without
+             waiting for the old lease to expire; run by the host's shutdown after its VMs
+             stopped (README "Planned reboot"), on the host
   version    print the version
   kubectl-sharedlvm COMMAND
              the kubectl plugin (also run when the binary is named kubectl-sharedlvm:
@@ -64,6 +69,8 @@ func main() {
 		err = runPlugin(args)
 	case "kill-vg":
 		err = runKillVG(args)
+	case "leave-lockspaces":
+		err = runLeaveLockspaces(args)
 	case "version":
 		fmt.Println(Version)
 	case "-h", "--help", "help":
@@ -94,6 +101,25 @@ func runKillVG(args []string) error {
 	names, err := lvm.New(executor.Local{}).KillVG(ctx, args[0])
 	for _, n := range names {
 		fmt.Printf("sharedlvm kill-vg: %s taken offline (error target)\n", n)
+	}
+	return err
+}
+
+// runLeaveLockspaces is a planned shutdown's step on the host: it leaves the lockspaces
+// this host holds no LV lock in, and says which it kept and why. Never run by the agent: a
+// restarted agent pod keeps every lockspace.
+func runLeaveLockspaces(args []string) error {
+	if len(args) != 0 {
+		return fmt.Errorf("usage: sharedlvm leave-lockspaces")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	left, kept, err := lvm.New(executor.Local{}).LeaveIdleLockspaces(ctx)
+	for _, vg := range left {
+		fmt.Printf("sharedlvm leave-lockspaces: left the lockspace of VG %s\n", vg)
+	}
+	for _, k := range kept {
+		fmt.Printf("sharedlvm leave-lockspaces: kept the lockspace of VG %s: %s\n", k.VG, k.Why)
 	}
 	return err
 }

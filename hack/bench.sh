@@ -8,5 +8,5 @@ export GOTOOLCHAIN=local GOFLAGS=${GOFLAGS:--mod=mod}
 KUBEBUILDER_ASSETS=$(hack/envtest-binaries.sh)
 export KUBEBUILDER_ASSETS
 hack/testbed-image.sh >/dev/null
-go test -tags storage,bench -count=1 -timeout 40m -v -run TestBenchRatiosOnRealSharedLVM ./test/storage/ \
+go test -tags storage,bench -count=1 -timeout 90m -v -run TestBenchRatiosOnRealSharedLVM ./test/storage/ \
   | grep --line-buffered -vE '^\s*$'

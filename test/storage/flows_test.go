@@ -486,7 +486,21 @@ func (cl *cluster) detach(name string) {
 // ID on its Node as the kubelet would; it returns that boot ID. The agent is not restarted.
 func (cl *cluster) powerCycle(n *node) string {
 	cl.t.Helper()
-	n.Kill()
+	return cl.reboot(n, false)
+}
+
+// reboot is powerCycle, or with clean a clean power-off (the guest's own; what a planned
+// shutdown ran before it, such as leave-lockspaces, is the caller's).
+func (cl *cluster) reboot(n *node, clean bool) string {
+	cl.t.Helper()
+	if clean {
+		if err := n.Stop(cl.ctx); err != nil {
+			// Stop's own lockstop failed and it powered off hard: the next join waits.
+			cl.t.Logf("clean power-off of %s: %v (powered off hard)", n.Name, err)
+		}
+	} else {
+		n.Kill()
+	}
 	if stop := cl.agents[n.Name]; stop != nil {
 		stop()
 	}
