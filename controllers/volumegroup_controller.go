@@ -123,7 +123,13 @@ func (r *VolumeGroupReconciler) writeVG(ctx context.Context, vg *v1.VolumeGroup,
 	if equalStatus(orig.Status, vg.Status) {
 		return nil
 	}
-	return r.applyStatus(ctx, vg)
+	// Choosing another node to create the VG is decided from the object as read: from a
+	// cache that has not seen this operator's own last choice yet, it would move the job
+	// away from a node that may hold the create claim and have run vgcreate (seen in CI: the
+	// VG then waited the claim's 2 minutes and its vgcreate error was lost). Such a change is
+	// written only if the object is still the one read (a conflict requeues, on fresher
+	// facts).
+	return r.applyStatus(ctx, vg, orig.Status.CreateNode != st.CreateNode)
 }
 
 // reconcileDelete keeps a VolumeGroup while SharedVolumes live in it (as Kubernetes keeps a
@@ -166,7 +172,7 @@ func (r *VolumeGroupReconciler) reconcileDelete(ctx context.Context, vg *v1.Volu
 		if statusutil.SetCondition(&vg.Status.Conditions, vg.Generation, v1.ConditionDeletionBlocked, true, "VolumesExist", msg) {
 			r.Recorder.Eventf(vg, nil, corev1.EventTypeWarning, "DeleteBlocked", "Delete", "%s", msg)
 		}
-		return ctrl.Result{RequeueAfter: 30 * time.Second}, r.applyStatus(ctx, vg)
+		return ctrl.Result{RequeueAfter: 30 * time.Second}, r.applyStatus(ctx, vg, false)
 	}
 	if r.ClaimNamespace != "" {
 		claim := &coordv1.Lease{}
@@ -190,8 +196,10 @@ const VGStatusFieldManager = "sharedlvm-operator"
 // createNode, conditions) with server-side apply. Every agent writes its own entry of the
 // same object every report cycle: an optimistic-lock patch from the cache would nearly
 // always conflict on a large cluster, while an apply of fields only the operator owns needs
-// no resourceVersion. A field left out (createNode once the VG exists) is removed.
-func (r *VolumeGroupReconciler) applyStatus(ctx context.Context, vg *v1.VolumeGroup) error {
+// no resourceVersion. A field left out (createNode once the VG exists) is removed. With
+// ifUnchanged the apply carries the resourceVersion read: it is refused (Conflict) if the
+// object changed since.
+func (r *VolumeGroupReconciler) applyStatus(ctx context.Context, vg *v1.VolumeGroup, ifUnchanged bool) error {
 	st := &vg.Status
 	conds := make([]any, 0, len(st.Conditions))
 	for _, c := range st.Conditions {
@@ -211,6 +219,9 @@ func (r *VolumeGroupReconciler) applyStatus(ctx context.Context, vg *v1.VolumeGr
 	u.SetAPIVersion(v1.GroupVersion.String())
 	u.SetKind("VolumeGroup")
 	u.SetName(vg.Name)
+	if ifUnchanged {
+		u.SetResourceVersion(vg.ResourceVersion)
+	}
 	return r.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(VGStatusFieldManager), client.ForceOwnership)
 }
 

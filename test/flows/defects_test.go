@@ -277,7 +277,9 @@ var _ = Describe("Defects of #14", Ordered, func() {
 		Eventually(func(g Gomega) {
 			c := vgCond(taken, v1.ConditionReady)
 			g.Expect(c).NotTo(BeNil())
-			// On failure, what the operator and the agents saw (CI showed a timeout here once).
+			// On failure, what the operator and the agents saw (CI timed out here twice: the
+			// operator moved the create to node-1 on a stale read after node-2 had run it;
+			// controllers/vgcreatenode_test.go).
 			g.Expect(c.Reason).To(Equal("VGCreateFailed"), "status of %s: %s", taken.Name, statusDump(taken))
 			g.Expect(c.Message).To(ContainSubstring("Physical volume '/dev/vdw' is already in volume group 'vgother'"))
 		}).Should(Succeed())
