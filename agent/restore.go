@@ -160,6 +160,7 @@ func (r *Restorer) restore(ctx context.Context) error {
 	for vg, d := range activations {
 		metrics.SetRestoreStep(r.Node.Name, vg, metrics.RestoreActivate, d)
 	}
+	metrics.SetRestoreStep(r.Node.Name, "", metrics.RestoreLockspaces, lockspacesAt)
 	metrics.SetRestoreStep(r.Node.Name, "", metrics.RestoreTotal, time.Since(t0))
 	logger.Info("locks restored", "bootID", bootID, "attachments", count, "batches", len(batches), "seconds", time.Since(t0).Seconds())
 	r.Recorder.Eventf(&node, nil, corev1.EventTypeNormal, "LocksRestored", "RestoreLocks", "%s", msg)
@@ -360,10 +361,12 @@ func (r *Restorer) waitDaemons(ctx context.Context) error {
 		}
 		lastErr = fmt.Errorf("sanlock: %v; lvmlockd: %v", err1, err2)
 		_ = r.setNodeCondition(ctx, false, "WaitingForLockDaemons", "waiting for sanlock and lvmlockd to answer: "+lastErr.Error())
+		// Polled closely: right after a boot the daemons answer within a second or two, and
+		// each poll is two short commands; a coarse poll would add its wait to the restore.
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 	return fmt.Errorf("sanlock/lvmlockd not answering after %v: %w", limit, lastErr)

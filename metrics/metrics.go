@@ -50,7 +50,7 @@ var (
 	}, []string{"node", "source"})
 	restoreSteps = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sharedlvm_restore_step_seconds",
-		Help: "The last boot restore of a node, per VG and step: join (its lockspace's start, run in parallel with the other VGs') and activate (its re-activation lvchanges); and per node the whole restore (vg \"\", step total).",
+		Help: "The last boot restore of a node, per VG and step: join (its lockspace's start, run in parallel with the other VGs') and activate (its re-activation lvchanges); and per node (vg \"\") the time until every lockspace was started (step lockspaces) and the whole restore (step total).",
 	}, []string{"node", "vg", "step"})
 )
 
@@ -58,7 +58,10 @@ var (
 const (
 	RestoreJoin     = "join"
 	RestoreActivate = "activate"
-	RestoreTotal    = "total"
+	// RestoreLockspaces: from the restore's start until every lockspace is started (the
+	// daemons' wait, the host_id check and the parallel joins).
+	RestoreLockspaces = "lockspaces"
+	RestoreTotal      = "total"
 )
 
 // SetRestoreStep records one step of a node's last boot restore.
