@@ -154,6 +154,7 @@ func (r *Restorer) restore(ctx context.Context) error {
 		r.Recorder.Eventf(&node, nil, corev1.EventTypeWarning, "RestoreConflicts", "RestoreLocks", "%s", msg)
 	}
 	metrics.ObserveOperation(metrics.OpRestore, r.Node.Name, time.Since(t0))
+	metrics.ResetRestoreSteps(r.Node.Name)
 	for vg, d := range joins {
 		metrics.SetRestoreStep(r.Node.Name, vg, metrics.RestoreJoin, d)
 	}

@@ -64,6 +64,12 @@ const (
 	RestoreTotal      = "total"
 )
 
+// ResetRestoreSteps forgets a node's previous restore's steps (a VG it no longer joined
+// would keep its old time).
+func ResetRestoreSteps(node string) {
+	restoreSteps.DeletePartialMatch(prometheus.Labels{"node": node})
+}
+
 // SetRestoreStep records one step of a node's last boot restore.
 func SetRestoreStep(node, vg, step string, d time.Duration) {
 	restoreSteps.WithLabelValues(node, vg, step).Set(d.Seconds())
