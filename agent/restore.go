@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
+	"github.com/sharedlvm/sharedlvm-operator/agent/sanlock"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
 	"github.com/sharedlvm/sharedlvm-operator/metrics"
@@ -112,6 +113,9 @@ func (r *Restorer) restore(ctx context.Context) error {
 		logger.Info("locks already restored for this boot", "bootID", bootID)
 		return r.markRestored(ctx, bootID, "agent restarted; locks of this boot were already restored")
 	}
+	// LVM's configuration (the host_id check before the joins) is read while the node is
+	// marked and the daemons are awaited; the reading is cached.
+	go func() { _, _ = r.Node.LocalHostID(ctx) }()
 	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error { return r.markRestoring(ctx) }); err != nil {
 		// Not fatal: wait-locks compares boot IDs, and the restore goes on.
 		logger.Error(err, "marking the node as restoring (label, startup taint)")
@@ -173,21 +177,31 @@ func (r *Restorer) restore(ctx context.Context) error {
 // read directly (the caches may not run yet): the VolumeGroups with the heartbeats overlaid,
 // sanlock, the host_id.
 func (r *Restorer) startLockspaces(ctx context.Context, node *corev1.Node) (int, map[string]time.Duration, error) {
-	var vgs v1.VolumeGroupList
-	if err := r.Reader.List(ctx, &vgs); err != nil {
-		return 0, nil, err
-	}
-	st, err := r.Node.Sanlock.Status(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	hostID, err := r.HostIDs.Check(ctx, true)
-	if err != nil {
-		return 0, nil, err
-	}
-	hb, err := heartbeat.List(ctx, r.Reader, r.HeartbeatNamespace)
-	if err != nil {
-		return 0, nil, err
+	// The facts are independent reads (the API, sanlock, the host_id claim and LVM's
+	// configuration): read at once, as each one is time before the joins start.
+	var (
+		vgs              v1.VolumeGroupList
+		st               *sanlock.Status
+		hostID           int32
+		hb               *heartbeat.Tracker
+		listErr, stErr   error
+		hostIDErr, hbErr error
+		facts            sync.WaitGroup
+	)
+	facts.Add(3)
+	go func() {
+		defer facts.Done()
+		if listErr = r.Reader.List(ctx, &vgs); listErr == nil {
+			hb, hbErr = heartbeat.List(ctx, r.Reader, r.HeartbeatNamespace)
+		}
+	}()
+	go func() { defer facts.Done(); st, stErr = r.Node.Sanlock.Status(ctx) }()
+	go func() { defer facts.Done(); hostID, hostIDErr = r.HostIDs.Check(ctx, true) }()
+	facts.Wait()
+	for _, err := range []error{listErr, stErr, hostIDErr, hbErr} {
+		if err != nil {
+			return 0, nil, err
+		}
 	}
 	for i := range vgs.Items {
 		hb.Overlay(&vgs.Items[i])
