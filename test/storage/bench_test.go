@@ -345,19 +345,11 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 		all = append(all, lvNames(vgName, perVG[vgName])...)
 	}
 	run(ctx, t, a, append([]string{"lvchange", "-an"}, all...)...)
-	var wg sync.WaitGroup
-	start = time.Now()
-	for _, vgName := range []string{vg, "vg2", "vg3"} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := a.MustRun(ctx, append([]string{"lvchange", "-aey"}, lvNames(vgName, perVG[vgName])...)...); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	rawConcurrent := time.Since(start)
+	rawConcurrent := atOnce([]string{vg, "vg2", "vg3"}, func(vgName string) {
+		if _, err := a.MustRun(ctx, append([]string{"lvchange", "-aey"}, lvNames(vgName, perVG[vgName])...)...); err != nil {
+			t.Error(err)
+		}
+	})
 	slowestJoin := cB.slowestJoin()
 	boundB := slowestJoin + slowestAct + 2*time.Second
 	floorB := slowestJoin + rawConcurrent + 2*time.Second
@@ -498,21 +490,13 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 		t.Fatalf("host2 has no lockspace of %s after its restore: %+v", vg, st2)
 	}
 	run(ctx, t, b, "vgchange", "--lockstop", vg, "vg2", "vg3")
-	var joinWG sync.WaitGroup
-	start = time.Now()
-	for _, vgName := range []string{vg, "vg2", "vg3"} {
-		joinWG.Add(1)
-		go func() {
-			defer joinWG.Done()
-			if n, err := b.LVM.Lockstart(ctx, vgName, int32(ls2.HostID)); err != nil {
-				t.Errorf("raw join of %s on host2: %v", vgName, err)
-			} else if n > 1 {
-				t.Logf("raw join of %s on host2: %d attempts", vgName, n)
-			}
-		}()
-	}
-	joinWG.Wait()
-	rawJoin := time.Since(start)
+	rawJoin := atOnce([]string{vg, "vg2", "vg3"}, func(vgName string) {
+		if n, err := b.LVM.Lockstart(ctx, vgName, int32(ls2.HostID)); err != nil {
+			t.Errorf("raw join of %s on host2: %v", vgName, err)
+		} else if n > 1 {
+			t.Logf("raw join of %s on host2: %d attempts", vgName, n)
+		}
+	})
 	cl.startAgent(b)
 	targets = append(targets, benchTarget{name: "4. restore after a planned reboot (evacuated host2, 3 VGs)", measured: fmtS(cE.total) + fmt.Sprintf(" (joins %s)", durations(cE.joins)),
 		bound:     fmt.Sprintf("≤ a first-time join of the 3 (raw, at once, %.1f s) + 2 s; after an unclean shutdown: %.1f s (B)", rawJoin.Seconds(), cB.total.Seconds()),
@@ -727,4 +711,16 @@ func createVGNamed(t *testing.T, cl *cluster, cr, vgName string, pv v1.DevicePat
 		}
 		return nil
 	})
+}
+
+// atOnce runs f for each VG at once and returns how long they took together.
+func atOnce(vgs []string, f func(vg string)) time.Duration {
+	var wg sync.WaitGroup
+	start := time.Now()
+	for _, v := range vgs {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(v) }()
+	}
+	wg.Wait()
+	return time.Since(start)
 }
