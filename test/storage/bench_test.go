@@ -585,6 +585,12 @@ type benchTarget struct {
 // what the same raw command varies by in the same run).
 func ratioTarget(name string, cr time.Duration, raws []time.Duration, target float64) benchTarget {
 	m := median(raws)
+	if n := len(raws); n%2 == 0 {
+		// An even count: the mean of the middle two (median() takes the upper one; with two
+		// samples that is the slower raw run, which flatters the ratio).
+		s := slices.Sorted(slices.Values(raws))
+		m = (s[n/2-1] + s[n/2]) / 2
+	}
 	lo, hi := slices.Min(raws), slices.Max(raws)
 	spread := float64(hi-lo) / 2 / float64(max(m, time.Millisecond))
 	ratio := float64(cr) / float64(max(m, time.Millisecond))
