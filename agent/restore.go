@@ -243,11 +243,12 @@ func (r *Restorer) startLockspaces(ctx context.Context, node *corev1.Node) (int,
 }
 
 // activate runs the restore's batches, the VGs in parallel (each lockspace has its own
-// lvmlockd thread), the modes of one VG one after another. A batch that fails is not retried
-// LV by LV: lvchange went on past the LVs it could not lock, so the locks held afterwards,
-// read from lvmlockd, name them (NotActivated); those are tried once more in one command. It returns those LVs ("vg/lv: why"),
-// how long each VG's lvchanges took, and an error only when what happened cannot be read
-// (the restore retries).
+// lvmlockd thread; on the bed the leases were still taken one after another, README
+// "Performance and scale"), the modes of one VG one after another. A batch that fails is not
+// retried LV by LV: lvchange went on past the LVs it could not lock, so the locks held
+// afterwards, read from lvmlockd, name them (NotActivated); those are tried once more in one
+// command. It returns those LVs ("vg/lv: why"), how long each VG's lvchanges took, and an
+// error only when what happened cannot be read (the restore retries).
 func (r *Restorer) activate(ctx context.Context, batches []RestoreBatch) ([]string, map[string]time.Duration, error) {
 	byVG := map[string][]RestoreBatch{}
 	for _, b := range batches {
