@@ -45,6 +45,9 @@ type Restorer struct {
 	HostIDs *HostIDs
 
 	done atomic.Bool
+	// between: the last attempt failed and the next one has not started. Restoring() is
+	// true from the agent's start until the first attempt decides, and during each attempt.
+	between atomic.Bool
 }
 
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch;update
@@ -52,6 +55,14 @@ type Restorer struct {
 
 // Restored reports whether this boot's restore is complete.
 func (r *Restorer) Restored() bool { return r.done.Load() }
+
+// Restoring reports whether a restore attempt runs (or the first has not yet decided whether
+// one is needed). Meanwhile the restore owns the node's LVM: the VolumeGroup agent runs no
+// report and no lockstart of its own (its first cycle's `lvm fullreport` of each VG took the
+// VG lock through the lvmlockd thread the restore's lvchange waits on; README "Performance
+// and scale"). Between failed attempts it is false, so that the report cycle says on the
+// VolumeGroups what this node sees.
+func (r *Restorer) Restoring() bool { return !r.done.Load() && !r.between.Load() }
 
 // NeedLeaderElection is false: every node's agent restores its own node.
 func (r *Restorer) NeedLeaderElection() bool { return false }
@@ -61,11 +72,13 @@ func (r *Restorer) Start(ctx context.Context) error {
 	logger := log.FromContext(ctx).WithName("restore")
 	backoff := time.Second
 	for {
+		r.between.Store(false)
 		err := r.restore(ctx)
 		if err == nil {
 			r.done.Store(true)
 			return nil
 		}
+		r.between.Store(true)
 		if ctx.Err() != nil {
 			return nil
 		}

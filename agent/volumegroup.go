@@ -64,6 +64,9 @@ type VolumeGroupAgent struct {
 	Claim *VGCreateClaim
 	// HostIDs is this node's allocated sanlock host_id (nil: no lockspace is ever started).
 	HostIDs *HostIDs
+	// Restoring, if set, says the node's boot restore runs: the cycle then waits (no LVM
+	// report, no lockstart), as the restore's lockstarts and lvchanges own the node's LVM.
+	Restoring func() bool
 
 	failMu        sync.Mutex
 	failSince     map[string]map[int32]metav1.Time // by VG name, host_id: first seen FAIL
@@ -71,6 +74,9 @@ type VolumeGroupAgent struct {
 	orphanSince   map[string]time.Time             // by VG name: lvmlockd first seen not serving its lockspace
 	killChecked   map[string]bool                  // by VG name: looked for LVs a kill left, and found none
 }
+
+// restoringRecheck: how often a report cycle looks whether the node's restore has ended.
+const restoringRecheck = 500 * time.Millisecond
 
 // orphanGrace: how long lvmlockd must be seen not serving a lockspace sanlock holds before the
 // agent repairs it (a restarted lvmlockd adopts within a second).
@@ -114,6 +120,10 @@ func (r *VolumeGroupAgent) interval() time.Duration {
 // decide what to do with the lockspace (PlanLockspace), do it, write this node's entry,
 // then the VG-wide report and the drift repair.
 func (r *VolumeGroupAgent) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	if r.Restoring != nil && r.Restoring() {
+		// Looked at again soon: the restore takes one join and one lvchange per VG and mode.
+		return ctrl.Result{RequeueAfter: restoringRecheck}, nil
+	}
 	var vg v1.VolumeGroup
 	if err := r.Get(ctx, req.NamespacedName, &vg); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)

@@ -92,15 +92,16 @@ func NewAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) (manager.Ma
 	if err := mgr.Add(&heartbeat.Renewer{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: hbNS, Node: o.NodeName, Interval: interval, Annotate: hostIDs.Annotations}); err != nil {
 		return nil, err
 	}
+	restorer := &agent.Restorer{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Node: node, Recorder: rec, HeartbeatNamespace: hbNS, HostIDs: hostIDs}
+	if err := mgr.Add(restorer); err != nil {
+		return nil, err
+	}
 	if err := (&agent.VolumeGroupAgent{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Node: node, Recorder: rec, ReportInterval: o.ReportInterval, Heartbeats: hb,
-		Claim: &agent.VGCreateClaim{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: hbNS, Node: o.NodeName}, HostIDs: hostIDs}).SetupWithManager(mgr); err != nil {
+		Claim:   &agent.VGCreateClaim{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: hbNS, Node: o.NodeName},
+		HostIDs: hostIDs, Restoring: restorer.Restoring}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := (&agent.VolumeAgent{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Node: node, Recorder: rec}).SetupWithManager(mgr); err != nil {
-		return nil, err
-	}
-	restorer := &agent.Restorer{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Node: node, Recorder: rec, HeartbeatNamespace: hbNS, HostIDs: hostIDs}
-	if err := mgr.Add(restorer); err != nil {
 		return nil, err
 	}
 	if err := (&agent.AttachmentAgent{Client: mgr.GetClient(), Node: node, Recorder: rec, Restored: restorer.Restored}).SetupWithManager(mgr); err != nil {

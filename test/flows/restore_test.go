@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/roles"
 )
@@ -107,9 +108,18 @@ var _ = Describe("node reboot: locks restored before workloads start", Ordered, 
 				}
 			}
 		}()
+		// The join takes a while (a real one waits for the old delta lease): the report
+		// cycle must leave the node's LVM to the restore meanwhile.
+		storage.SetHooks(nil, func(host int, argv []string, _ executor.Result) {
+			if host == 1 && strings.Join(argv, " ") == "vgchange --config local/host_id=1 --lockstart "+vgName {
+				time.Sleep(1500 * time.Millisecond)
+			}
+		})
+		defer storage.SetHooks(nil, nil)
 		since := len(storage.Log())
 		startAgent("node-1", storage.Host(1))
 		Eventually(waited).Should(Receive(BeNil()))
+		storage.SetHooks(nil, nil)
 		w.Stop()
 		Expect(<-tainted).To(BeTrue(), "the agent tainted the node while restoring")
 		Expect(v1.StartupTaint(get(node))).To(BeNil(), "and removed the taint once restored")
@@ -141,6 +151,24 @@ var _ = Describe("node reboot: locks restored before workloads start", Ordered, 
 		Expect(len(lockCalls)).To(BeNumerically(">=", 3))
 		Expect(lockCalls[0]).To(Equal("vgchange --config local/host_id=1 --lockstart vg1"), "the lockspace starts with the allocated host_id")
 		Expect(lockCalls[1:3]).To(ConsistOf("lvchange -aey vg1/r1 vg1/r2", "lvchange -asy vg1/r3"))
+		// No LVM report of node-1 until the restore's last lvchange: the VolumeGroup agent's
+		// cycle waits while the node restores (its fullreports slowed the real restore).
+		calls := storage.Log()[since:]
+		last := -1
+		for i, c := range calls {
+			if line := strings.Join(c.Argv, " "); c.Host == 1 && (line == "lvchange -aey vg1/r1 vg1/r2" || line == "lvchange -asy vg1/r3") {
+				last = i
+			}
+		}
+		Expect(last).To(BeNumerically(">=", 0))
+		var during []string
+		for _, c := range calls[:last] {
+			line := strings.Join(c.Argv, " ")
+			if c.Host == 1 && (strings.HasPrefix(line, "lvm fullreport") || c.Argv[0] == "vgchange" && !strings.HasPrefix(line, "vgchange --config local/host_id=1 --lockstart")) {
+				during = append(during, line)
+			}
+		}
+		Expect(during).To(BeEmpty(), "node-1 ran LVM reports or VG changes of its own while it restored")
 
 		By("then the waiting attachment proceeds")
 		attached(r4, v1.LockExclusive)
