@@ -45,8 +45,9 @@ type Restorer struct {
 	HostIDs *HostIDs
 
 	done atomic.Bool
-	// between: the last attempt failed and the next one has not started. Restoring() is
-	// true from the agent's start until the first attempt decides, and during each attempt.
+	// between: the last attempt failed and the next one has not started, or the attempt
+	// waits for the daemons. Restoring() is true from the agent's start until the first
+	// attempt decides, and during each attempt once the daemons answer.
 	between atomic.Bool
 }
 
@@ -60,8 +61,8 @@ func (r *Restorer) Restored() bool { return r.done.Load() }
 // one is needed). Meanwhile the restore owns the node's LVM: the VolumeGroup agent runs no
 // report and no lockstart of its own (its first cycle's `lvm fullreport` of each VG took the
 // VG lock through the lvmlockd thread the restore's lvchange waits on; README "Performance
-// and scale"). Between failed attempts it is false, so that the report cycle says on the
-// VolumeGroups what this node sees.
+// and scale"). Between failed attempts, and while sanlock or lvmlockd does not answer, it is
+// false, so that the report cycle says on the VolumeGroups what this node sees.
 func (r *Restorer) Restoring() bool { return !r.done.Load() && !r.between.Load() }
 
 // NeedLeaderElection is false: every node's agent restores its own node.
@@ -386,8 +387,12 @@ func (r *Restorer) waitDaemons(ctx context.Context) error {
 		_, err1 := r.Node.Sanlock.Status(ctx)
 		_, err2 := r.Node.LVM.LockdInfo(ctx)
 		if err1 == nil && err2 == nil {
+			r.between.Store(false)
 			return nil
 		}
+		// While the daemons do not answer, the report cycle says so on the VolumeGroups
+		// (there is no LVM to leave to the restore yet).
+		r.between.Store(true)
 		lastErr = fmt.Errorf("sanlock: %v; lvmlockd: %v", err1, err2)
 		_ = r.setNodeCondition(ctx, false, "WaitingForLockDaemons", "waiting for sanlock and lvmlockd to answer: "+lastErr.Error())
 		// Polled closely: right after a boot the daemons answer within a second or two, and
