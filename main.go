@@ -165,6 +165,7 @@ func runOperator(args []string) error {
 	qps := flag.Float64("kube-api-qps", roles.DefaultOperatorQPS, "requests per second to the apiserver (client-side limit)")
 	flag.IntVar(&o.Burst, "kube-api-burst", roles.DefaultOperatorBurst, "request burst to the apiserver")
 	flag.StringVar(&o.HeartbeatNamespace, "heartbeat-namespace", heartbeat.DefaultNamespace, "namespace of the agents' heartbeat Leases (the agents' --heartbeat-namespace)")
+	flag.StringVar(&o.PprofAddr, "pprof-bind-address", "", "address of Go's /debug/pprof endpoints, for profiling (empty: off; keep it on loopback)")
 	parse(args)
 	o.QPS = float32(*qps)
 	ctx := ctrl.SetupSignalHandler()

@@ -127,26 +127,34 @@ func (r *Restorer) restore(ctx context.Context) error {
 		logger.Info("locks already restored for this boot", "bootID", bootID)
 		return r.markRestored(ctx, bootID, "agent restarted; locks of this boot were already restored")
 	}
-	// LVM's configuration (the host_id check before the joins) is read while the node is
-	// marked and the daemons are awaited; the reading is cached.
+	// LVM's configuration (the host_id check before the joins) is read, and the node is
+	// marked restoring, while the daemons are awaited: each is time before the joins. The
+	// configuration's reading is cached; the marking is waited for before the attempt ends.
 	go func() { _, _ = r.Node.LocalHostID(ctx) }()
-	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error { return r.markRestoring(ctx) }); err != nil {
-		// Not fatal: wait-locks compares boot IDs, and the restore goes on.
-		logger.Error(err, "marking the node as restoring (label, startup taint)")
-	}
+	marked := make(chan struct{})
+	go func() {
+		defer close(marked)
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error { return r.markRestoring(ctx) }); err != nil {
+			// Not fatal: wait-locks compares boot IDs, and the restore goes on.
+			logger.Error(err, "marking the node as restoring (label, startup taint)")
+		}
+	}()
+	defer func() { <-marked }()
 
 	// 1. sanlock and lvmlockd must answer.
-	if err := r.waitDaemons(ctx); err != nil {
+	st, err := r.waitDaemons(ctx)
+	if err != nil {
 		return err
 	}
 	daemonsAt := time.Since(t0)
 
 	// 2. Lockspaces of the VGs that select this node, joined in parallel (lvmlockd and
 	// sanlock run one thread per lockspace: k VGs cost about one join, not k).
-	served, joins, err := r.startLockspaces(ctx, &node)
+	served, joins, joinsAt, err := r.startLockspaces(ctx, &node, st, t0)
 	if err != nil {
 		return err
 	}
+	<-marked
 	r.Node.Invalidate()
 	lockspacesAt := time.Since(t0)
 
@@ -162,8 +170,8 @@ func (r *Restorer) restore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	msg := fmt.Sprintf("boot %s: daemons up after %.1fs, lockspaces of %d VG(s) after %.1fs, %d attachment(s) re-activated in %d batch(es), done in %.1fs",
-		bootID, daemonsAt.Seconds(), served, lockspacesAt.Seconds(), count-len(failed), len(batches), time.Since(t0).Seconds())
+	msg := fmt.Sprintf("boot %s: daemons up after %.1fs, joins from %.1fs, lockspaces of %d VG(s) after %.1fs, %d attachment(s) re-activated in %d batch(es), done in %.1fs",
+		bootID, daemonsAt.Seconds(), joinsAt.Seconds(), served, lockspacesAt.Seconds(), count-len(failed), len(batches), time.Since(t0).Seconds())
 	if len(joins)+len(activations) > 0 {
 		msg += fmt.Sprintf(" (joins: %s; re-activations: %s)", timings(joins), timings(activations))
 	}
@@ -187,34 +195,33 @@ func (r *Restorer) restore(ctx context.Context) error {
 }
 
 // startLockspaces starts, in parallel, the lockspaces PlanLockstarts picks for this node and
-// returns how many VolumeGroups the node serves and how long each join took. Its facts are
-// read directly (the caches may not run yet): the VolumeGroups with the heartbeats overlaid,
-// sanlock, the host_id.
-func (r *Restorer) startLockspaces(ctx context.Context, node *corev1.Node) (int, map[string]time.Duration, error) {
-	// The facts are independent reads (the API, sanlock, the host_id claim and LVM's
-	// configuration): read at once, as each one is time before the joins start.
+// returns how many VolumeGroups the node serves, how long each join took and when (since t0)
+// the joins started. Its facts are read directly (the caches may not run yet): the
+// VolumeGroups with the heartbeats overlaid and the host_id; st is sanlock's status as the
+// daemons' wait last read it.
+func (r *Restorer) startLockspaces(ctx context.Context, node *corev1.Node, st *sanlock.Status, t0 time.Time) (int, map[string]time.Duration, time.Duration, error) {
+	// The facts are independent reads (the API, the host_id claim and LVM's configuration):
+	// read at once, as each one is time before the joins start.
 	var (
 		vgs              v1.VolumeGroupList
-		st               *sanlock.Status
 		hostID           int32
 		hb               *heartbeat.Tracker
-		listErr, stErr   error
+		listErr          error
 		hostIDErr, hbErr error
 		facts            sync.WaitGroup
 	)
-	facts.Add(3)
+	facts.Add(2)
 	go func() {
 		defer facts.Done()
 		if listErr = r.Reader.List(ctx, &vgs); listErr == nil {
 			hb, hbErr = heartbeat.List(ctx, r.Reader, r.HeartbeatNamespace)
 		}
 	}()
-	go func() { defer facts.Done(); st, stErr = r.Node.Sanlock.Status(ctx) }()
 	go func() { defer facts.Done(); hostID, hostIDErr = r.HostIDs.Check(ctx, true) }()
 	facts.Wait()
-	for _, err := range []error{listErr, stErr, hostIDErr, hbErr} {
+	for _, err := range []error{listErr, hostIDErr, hbErr} {
 		if err != nil {
-			return 0, nil, err
+			return 0, nil, 0, err
 		}
 	}
 	for i := range vgs.Items {
@@ -225,6 +232,7 @@ func (r *Restorer) startLockspaces(ctx context.Context, node *corev1.Node) (int,
 		// The report cycle says so on the VG and with an Event; nothing to restore there.
 		log.FromContext(ctx).Info("not starting lockspace", "vg", d.VG, "why", d.Why)
 	}
+	joinsAt := time.Since(t0)
 	var (
 		mu    sync.Mutex
 		wg    sync.WaitGroup
@@ -251,9 +259,9 @@ func (r *Restorer) startLockspaces(ctx context.Context, node *corev1.Node) (int,
 	}
 	wg.Wait()
 	if len(errs) > 0 {
-		return 0, nil, errors.Join(errs...)
+		return 0, nil, 0, errors.Join(errs...)
 	}
-	return plan.Served, joins, nil
+	return plan.Served, joins, joinsAt, nil
 }
 
 // activate runs the restore's batches, the VGs in parallel (each lockspace has its own
@@ -376,7 +384,8 @@ func uniq(in []string) []string {
 	return out
 }
 
-func (r *Restorer) waitDaemons(ctx context.Context) error {
+// waitDaemons returns once sanlock and lvmlockd both answer, with sanlock's status then.
+func (r *Restorer) waitDaemons(ctx context.Context) (*sanlock.Status, error) {
 	limit := r.DaemonWait
 	if limit <= 0 {
 		limit = 5 * time.Minute
@@ -384,11 +393,19 @@ func (r *Restorer) waitDaemons(ctx context.Context) error {
 	deadline := time.Now().Add(limit)
 	var lastErr error
 	for time.Now().Before(deadline) {
-		_, err1 := r.Node.Sanlock.Status(ctx)
-		_, err2 := r.Node.LVM.LockdInfo(ctx)
+		// The two at once: each is a command through the node's executor.
+		var (
+			st         *sanlock.Status
+			err1, err2 error
+			both       sync.WaitGroup
+		)
+		both.Add(1)
+		go func() { defer both.Done(); st, err1 = r.Node.Sanlock.Status(ctx) }()
+		_, err2 = r.Node.LVM.LockdInfo(ctx)
+		both.Wait()
 		if err1 == nil && err2 == nil {
 			r.between.Store(false)
-			return nil
+			return st, nil
 		}
 		// While the daemons do not answer, the report cycle says so on the VolumeGroups
 		// (there is no LVM to leave to the restore yet).
@@ -399,11 +416,11 @@ func (r *Restorer) waitDaemons(ctx context.Context) error {
 		// each poll is two short commands; a coarse poll would add its wait to the restore.
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("sanlock/lvmlockd not answering after %v: %w", limit, lastErr)
+	return nil, fmt.Errorf("sanlock/lvmlockd not answering after %v: %w", limit, lastErr)
 }
 
 func (r *Restorer) markRestoring(ctx context.Context) error {

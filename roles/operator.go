@@ -54,6 +54,9 @@ type OperatorOptions struct {
 	// HeartbeatNamespace holds the agents' heartbeat Leases ("" means
 	// heartbeat.DefaultNamespace); the agents must use the same.
 	HeartbeatNamespace string
+	// PprofAddr serves Go's /debug/pprof (the scale harness reads the heap from it); ""
+	// disables it.
+	PprofAddr string
 }
 
 // The operator writes a few status updates per volume operation for every volume of the
@@ -98,6 +101,7 @@ func NewOperator(ctx context.Context, cfg *rest.Config, o OperatorOptions) (mana
 		Scheme:                  Scheme(),
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.ProbeAddr,
+		PprofBindAddress:        o.PprofAddr,
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        "sharedlvm-operator.sharedlvm.io",
 		LeaderElectionNamespace: o.LeaderElectionNamespace,

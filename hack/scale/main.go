@@ -15,6 +15,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -73,6 +75,8 @@ type phaseResult struct {
 	p50, p99     time.Duration
 	apiPerOp     float64
 	operatorCPUs float64
+	// liveHeap is the operator's heap after a forced GC at the end of the phase (bytes).
+	liveHeap int64
 }
 
 type cycleResult struct {
@@ -81,6 +85,63 @@ type cycleResult struct {
 	maxRSS        int64 // bytes
 	cpuSeconds    float64
 	callsPerCycle float64
+	// liveHeap0 is the operator's live heap before the cycle's first phase.
+	liveHeap0 int64
+	// top is `go tool pprof -top` of the operator's heap after the migrate phase (the most
+	// objects: N volumes, 2N attachments).
+	top string
+}
+
+// heapURL is the operator's /debug/pprof/heap.
+var heapURL string
+
+// freeLoopbackAddr returns a loopback address with a port free at the time of the call.
+func freeLoopbackAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// liveHeap forces a GC in the operator and returns its heap then (runtime.MemStats.HeapAlloc,
+// which after a GC is the live heap: what the caches and queues hold).
+func liveHeap(ctx context.Context) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, heapURL+"?debug=1&gc=1", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "# HeapAlloc = "); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("%s: no HeapAlloc line", heapURL)
+}
+
+// heapTop is `go tool pprof -top` of the operator's in-use heap.
+func heapTop(ctx context.Context) string {
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", "-sample_index=inuse_space", heapURL).Output()
+	if err != nil {
+		return fmt.Sprintf("(go tool pprof: %v)", err)
+	}
+	// The lines before "Showing nodes" name the fetched file under $HOME: not kept.
+	s := string(out)
+	if i := strings.Index(s, "Showing nodes"); i >= 0 {
+		s = s[i:]
+	}
+	return s
 }
 
 func run() error {
@@ -123,8 +184,14 @@ func run() error {
 	}
 	cs := kubernetes.NewForConfigOrDie(env.Config)
 
-	// The operator in its own process.
-	op := exec.CommandContext(ctx, bin, "operator", "--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0", "--zap-log-level=error")
+	// The operator in its own process, its heap readable on a loopback port.
+	pprofAddr, err := freeLoopbackAddr()
+	if err != nil {
+		return err
+	}
+	heapURL = "http://" + pprofAddr + "/debug/pprof/heap"
+	op := exec.CommandContext(ctx, bin, "operator", "--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0", "--zap-log-level=error",
+		"--pprof-bind-address="+pprofAddr)
 	op.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
 	op.Stderr = os.Stderr
 	if err := op.Start(); err != nil {
@@ -332,6 +399,10 @@ func cycle(ctx context.Context, c client.Client, cs *kubernetes.Clientset, tr *t
 		}
 	}()
 	cpu0 := cpuOf(pid)
+	var err error
+	if res.liveHeap0, err = liveHeap(ctx); err != nil {
+		return res, err
+	}
 	volName := func(i int) string { return fmt.Sprintf("vol-%d-%05d", n, i) }
 	srcName := func(i int) string { return volName(i) + "-src" }
 	dstName := func(i int) string { return volName(i) + "-dst" }
@@ -387,9 +458,16 @@ func cycle(ctx context.Context, c client.Client, cs *kubernetes.Clientset, tr *t
 		}
 		p := phaseResult{name: name, n: n, wall: wall, p50: lat[n/2], p99: lat[n*99/100], apiPerOp: (api1 - api0) / float64(n),
 			operatorCPUs: cpuOf(pid) - cpuStart}
+		// After the CPU reading: the forced GC is the harness's, not the operation's.
+		if p.liveHeap, err = liveHeap(ctx); err != nil {
+			return err
+		}
+		if name == "migrate" {
+			res.top = heapTop(ctx)
+		}
 		res.phases = append(res.phases, p)
-		fmt.Printf("  %-8s %6d in %7.1fs  %7.1f/s  p50 %6.0fms  p99 %6.0fms  %5.1f API requests/op  operator CPU %.1fs\n",
-			name, n, wall.Seconds(), float64(n)/wall.Seconds(), ms(p.p50), ms(p.p99), p.apiPerOp, p.operatorCPUs)
+		fmt.Printf("  %-8s %6d in %7.1fs  %7.1f/s  p50 %6.0fms  p99 %6.0fms  %5.1f API requests/op  operator CPU %.1fs  live heap %.1f MiB\n",
+			name, n, wall.Seconds(), float64(n)/wall.Seconds(), ms(p.p50), ms(p.p99), p.apiPerOp, p.operatorCPUs, float64(p.liveHeap)/(1<<20))
 		return nil
 	}
 	if err := phase("create", func(i int) error {
