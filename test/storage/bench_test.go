@@ -208,7 +208,8 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 	}
 	t.Logf("create %v (raw %v); attach %v (raw %v); 1→2 %v (raw %v)", crCreate, rawCreate, crAttach, rawAttach, crConvert, rawConvert)
 	rows = append(rows, benchRow{"attach (VolumeAttachment → Attached, exclusive)", "lvchange -aey", median(crAttach), median(rawAttach), 1.2})
-	rows = append(rows, benchRow{"1→2 holders (migration target → both Shared)", "lvchange -asy on holder + on target", median(crConvert), median(rawConvert), 1.2})
+	// #18's target 5, judged with the raw pair's spread in the targets table below.
+	rows = append(rows, benchRow{"1→2 holders (migration target → both Shared)", "lvchange -asy on holder + on target", median(crConvert), median(rawConvert), 0})
 	targets = append(targets, ratioTarget("5. 1→2 holders (live-migration handoff), median", median(crConvert), rawConvert, 1.2))
 	for i := 0; i < reps; i++ {
 		start := time.Now()
@@ -309,7 +310,7 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 	}
 	rows = append(rows, benchRow{fmt.Sprintf("reboot restore of %d attachments (agent start → recorded)", restoreN), "lockspace join alone", cA.total, cA.joins[vg], 0})
 	rows = append(rows, benchRow{"  its re-activation part (restore − join)", fmt.Sprintf("%d lvchange -aey in sequence", restoreN), cA.total - cA.join(), rawSeq, 0})
-	rows = append(rows, benchRow{"  its re-activation part (restore − join)", fmt.Sprintf("one lvchange -aey of all %d LVs", restoreN), cA.total - cA.join(), min(rawA1, rawA2), 1.1})
+	rows = append(rows, benchRow{"  its re-activation part (restore − join)", fmt.Sprintf("one lvchange -aey of all %d LVs (mean of 2; target 3 below)", restoreN), cA.total - cA.join(), (rawA1 + rawA2) / 2, 0})
 	targets = append(targets, ratioTarget(fmt.Sprintf("3. restore − join, N=%d", restoreN), cA.total-cA.join(), []time.Duration{rawA1, rawA2}, 1.1))
 
 	// B) 3 VGs × N: two more VolumeGroups on their own LUNs, N attachments each on host1.
@@ -387,7 +388,7 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 	names = lvNames(vg, vols)
 	rawC1, rawC2 := rawActivate(names)
 	rows = append(rows, benchRow{fmt.Sprintf("reboot restore of %d attachments (agent start → recorded)", len(vols)), "lockspace join alone", cC.total, cC.joins[vg], 0})
-	rows = append(rows, benchRow{"  its re-activation part (restore − join)", fmt.Sprintf("one lvchange -aey of all %d LVs", len(vols)), cC.total - cC.join(), min(rawC1, rawC2), 1.1})
+	rows = append(rows, benchRow{"  its re-activation part (restore − join)", fmt.Sprintf("one lvchange -aey of all %d LVs (mean of 2; target 3 below)", len(vols)), cC.total - cC.join(), (rawC1 + rawC2) / 2, 0})
 	targets = append(targets, ratioTarget(fmt.Sprintf("3. restore − join, N=%d", len(vols)), cC.total-cC.join(), []time.Duration{rawC1, rawC2}, 1.1))
 
 	// D) the same 500, of which 5 host2 took while host1 was away (host2's agent stopped,
