@@ -24,6 +24,7 @@ import (
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
+	"github.com/sharedlvm/sharedlvm-operator/internal/cachetrim"
 )
 
 // AgentOptions configures one node's agent.
@@ -62,7 +63,7 @@ func NewAgent(ctx context.Context, cfg *rest.Config, o AgentOptions) (manager.Ma
 		HealthProbeBindAddress: o.ProbeAddr,
 		// The local harness and the scale tests run several agents in one process.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
+		Cache: cache.Options{DefaultTransform: cachetrim.Transform(), ByObject: map[client.Object]cache.ByObject{
 			&corev1.Node{}:         {Field: fields.OneTermEqualSelector("metadata.name", o.NodeName)},
 			&v1.VolumeAttachment{}: {Field: fields.OneTermEqualSelector("spec.node", o.NodeName)},
 			// Only the volumes this node works on (a selectable field): an agent's memory and

@@ -26,6 +26,7 @@ import (
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/controllers"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
+	"github.com/sharedlvm/sharedlvm-operator/internal/cachetrim"
 	"github.com/sharedlvm/sharedlvm-operator/metrics"
 )
 
@@ -119,10 +120,10 @@ func NewOperator(ctx context.Context, cfg *rest.Config, o OperatorOptions) (mana
 			ByObject: map[client.Object]cache.ByObject{
 				&coordv1.Lease{}: heartbeat.CacheOptions(heartbeatNamespace(o.HeartbeatNamespace)),
 			},
-			// The cache holds every volume and attachment of the cloud; their managedFields
-			// (several field managers each) are a good part of each object and never read
-			// here (updates without them keep the server's).
-			DefaultTransform: cache.TransformStripManagedFields(),
+			// The cache holds every volume and attachment of the cloud: what each one costs
+			// is most of the operator's memory (internal/cachetrim: no managedFields, no
+			// last-applied copy, repeated strings shared).
+			DefaultTransform: cachetrim.Transform(),
 		},
 	})
 	if err != nil {

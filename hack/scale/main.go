@@ -54,6 +54,7 @@ var (
 	reportInterval = flag.Duration("report-interval", 30*time.Second, "agents' reporting interval")
 	outDir         = flag.String("out", "bench/results", "where the table and the plot are written")
 	cpuProfile     = flag.String("cpuprofile", "", "write this process's CPU profile (agents and storage model) to the file")
+	until          = flag.String("until", "", "stop each volume count's cycle after this phase (create, attach, migrate, handoff, detach; empty: all six); migrate is the operator's memory peak (N volumes, 2N attachments)")
 )
 
 const ns = "scale"
@@ -415,7 +416,12 @@ func cycle(ctx context.Context, c client.Client, cs *kubernetes.Clientset, tr *t
 	detach := func(name string) error {
 		return c.Delete(ctx, &v1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})
 	}
+	stopped := false
 	phase := func(name string, do func(i int) error, key func(i int) string) error {
+		if stopped {
+			return nil
+		}
+		defer func() { stopped = stopped || name == *until }()
 		api0, err := apiRequests(ctx, cs)
 		if err != nil {
 			return err
@@ -480,12 +486,14 @@ func cycle(ctx context.Context, c client.Client, cs *kubernetes.Clientset, tr *t
 		func(i int) string { return "Exclusive/" + srcName(i) }); err != nil {
 		return res, err
 	}
-	calls, err := callsPerCycle(ctx, storage)
-	if err != nil {
-		return res, err
+	if !stopped {
+		calls, err := callsPerCycle(ctx, storage)
+		if err != nil {
+			return res, err
+		}
+		res.callsPerCycle = calls
+		fmt.Printf("  LVM/sanlock calls of one agent per reporting cycle, %d volumes attached (%d per node): %.1f\n", n, n / *nodes, calls)
 	}
-	res.callsPerCycle = calls
-	fmt.Printf("  LVM/sanlock calls of one agent per reporting cycle, %d volumes attached (%d per node): %.1f\n", n, n / *nodes, calls)
 	if err := phase("migrate", func(i int) error { return attach(dstName(i), volName(i), dstNode(i), v1.PurposeMigrationTarget) },
 		func(i int) string { return "Shared/" + dstName(i) }); err != nil {
 		return res, err

@@ -3,8 +3,9 @@
 // and 20,000 attachments at the scale harness's top), so what each cached object costs is
 // most of its memory. Transform:
 //   - drops metadata.managedFields (several field managers per object; never read: an update
-//     without them keeps the server's) and kubectl's last-applied-configuration annotation (a
-//     second copy of the object, on objects created with `kubectl apply`);
+//     without them keeps the server's). Annotations are kept, kubectl's last-applied copy
+//     included: the reconcilers add and remove their finalizer with an update of the cached
+//     object, which would drop any annotation missing from it;
 //   - drops a Node's status.images (the kubelet lists up to 50 images, several KiB; nothing
 //     here reads them);
 //   - makes the strings that repeat across objects (API version, kind, namespace, finalizers,
@@ -23,9 +24,6 @@ import (
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 )
-
-// LastApplied is kubectl's annotation holding the last applied configuration.
-const LastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
 // Transform returns the cache transform (cache.Options.DefaultTransform).
 func Transform() toolscache.TransformFunc {
@@ -65,12 +63,6 @@ func in1T[T ~string](s T) T { return T(in1(string(s))) }
 
 func trimMeta(o metav1.Object) {
 	o.SetManagedFields(nil)
-	if a := o.GetAnnotations(); a != nil {
-		if _, ok := a[LastApplied]; ok {
-			delete(a, LastApplied)
-			o.SetAnnotations(a)
-		}
-	}
 	if ns := o.GetNamespace(); ns != "" {
 		o.SetNamespace(in1(ns))
 	}
