@@ -100,6 +100,10 @@ var _ = Describe("bad input past admission", Ordered, func() {
 		}, want{v1.ConditionReady, "VolumeGroupConflict", "VolumeGroupConflict", "vg1"}},
 		{"deleting a VolumeGroup that still has volumes", func(i int) client.Object {
 			g := create(vgOf(fmt.Sprintf("bad-%d", i), fmt.Sprintf("vgbad%d", i), &metav1.LabelSelector{MatchLabels: map[string]string{"zone": "nowhere"}}))
+			// The operator's finalizer is what keeps it: a VolumeGroup deleted within the
+			// milliseconds before the operator added it goes at once (its VG stays on disk;
+			// its volumes then say VolumeGroupNotFound). Seen on a loaded machine.
+			Eventually(func() []string { _ = k8s.Get(ctx, client.ObjectKeyFromObject(g), g); return g.GetFinalizers() }).Should(ContainElement(v1.Finalizer))
 			v := volume(fmt.Sprintf("bad-%d-vol", i), "4Mi")
 			v.Spec.VolumeGroup = v1.ObjectName(g.GetName())
 			create(v)
