@@ -154,7 +154,6 @@ func (r *Restorer) restore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	<-marked
 	r.Node.Invalidate()
 	lockspacesAt := time.Since(t0)
 
@@ -191,6 +190,7 @@ func (r *Restorer) restore(ctx context.Context) error {
 	metrics.SetRestoreStep(r.Node.Name, "", metrics.RestoreTotal, time.Since(t0))
 	logger.Info("locks restored", "bootID", bootID, "attachments", count, "batches", len(batches), "seconds", time.Since(t0).Seconds())
 	r.Recorder.Eventf(&node, nil, corev1.EventTypeNormal, "LocksRestored", "RestoreLocks", "%s", msg)
+	<-marked // the restoring mark is never written after the restored one
 	return r.markRestored(ctx, bootID, msg)
 }
 

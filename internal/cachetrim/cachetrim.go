@@ -66,10 +66,9 @@ func trimMeta(o metav1.Object) {
 	if ns := o.GetNamespace(); ns != "" {
 		o.SetNamespace(in1(ns))
 	}
-	if f := o.GetFinalizers(); len(f) > 0 {
-		for i := range f {
-			f[i] = in1(f[i])
-		}
+	f := o.GetFinalizers()
+	for i := range f {
+		f[i] = in1(f[i])
 	}
 }
 
