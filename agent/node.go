@@ -122,13 +122,20 @@ func (n *Node) SanlockStatus(ctx context.Context, maxAge time.Duration) (*sanloc
 	if n.snap != nil && time.Since(n.snapTime) < maxAge {
 		return n.snap, nil
 	}
-	st, err := n.Sanlock.Status(ctx)
+	dctx, cancel := context.WithTimeout(ctx, daemonAskTimeout)
+	defer cancel()
+	st, err := n.Sanlock.Status(dctx)
 	if err != nil {
 		return nil, err
 	}
 	n.snap, n.snapTime = st, time.Now()
 	return st, nil
 }
+
+// daemonAskTimeout bounds one `sanlock client status` or `lvmlockctl --info` behind the
+// node's shared readings: every VG's report cycle waits on the one in flight, so a daemon that
+// does not answer must fail them (said as not answering), not hold them.
+const daemonAskTimeout = 20 * time.Second
 
 // probeTimeout bounds one probe read: a path that does not answer within it is lost for
 // this node's purposes (sanlock's own lease I/O times out after io_timeout, 10 s default).
@@ -198,7 +205,9 @@ func (n *Node) LockdInfo(ctx context.Context, maxAge time.Duration) ([]lvm.Lockd
 	if n.lockd != nil && time.Since(n.lockdTime) < maxAge {
 		return n.lockd, nil
 	}
-	info, err := n.LVM.LockdInfo(ctx)
+	dctx, cancel := context.WithTimeout(ctx, daemonAskTimeout)
+	defer cancel()
+	info, err := n.LVM.LockdInfo(dctx)
 	if err != nil {
 		return nil, err
 	}

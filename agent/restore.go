@@ -45,11 +45,20 @@ type Restorer struct {
 	HostIDs *HostIDs
 
 	done atomic.Bool
-	// between: the last attempt failed and the next one has not started, or the attempt
-	// waits for the daemons. Restoring() is true from the agent's start until the first
-	// attempt decides, and during each attempt once the daemons answer.
-	between atomic.Bool
+	// released: the restore leaves the node's LVM to the report cycle: while the daemons are
+	// awaited, after the re-activations, and between attempts. False (the zero value) from
+	// the agent's start until the first attempt knows whether a restore is needed, and from
+	// the daemons answering until the re-activations end.
+	released atomic.Bool
+	// attemptStart: when the running attempt started (unix ns), for restoreYieldMax.
+	attemptStart atomic.Int64
 }
+
+// restoreYieldMax bounds how long the report cycle yields to one restore attempt: an attempt
+// joins (20 s to 3 min after an unclean shutdown) and re-activates (seconds); one that runs
+// longer is stuck on something the VolumeGroups should say (a daemon hung, a lockspace
+// orphaned meanwhile), so the report cycle runs again, contention or not.
+const restoreYieldMax = 4 * time.Minute
 
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch;update
 // +kubebuilder:rbac:groups="",resources=nodes/status,verbs=get;patch;update
@@ -61,9 +70,16 @@ func (r *Restorer) Restored() bool { return r.done.Load() }
 // one is needed). Meanwhile the restore owns the node's LVM: the VolumeGroup agent runs no
 // report and no lockstart of its own (its first cycle's `lvm fullreport` of each VG took the
 // VG lock through the lvmlockd thread the restore's lvchange waits on; README "Performance
-// and scale"). Between failed attempts, and while sanlock or lvmlockd does not answer, it is
-// false, so that the report cycle says on the VolumeGroups what this node sees.
-func (r *Restorer) Restoring() bool { return !r.done.Load() && !r.between.Load() }
+// and scale"). Between failed attempts, while sanlock or lvmlockd does not answer, once the
+// re-activations ended and after restoreYieldMax of one attempt, it is false, so that the
+// report cycle says on the VolumeGroups what this node sees.
+func (r *Restorer) Restoring() bool {
+	if r.done.Load() || r.released.Load() {
+		return false
+	}
+	start := r.attemptStart.Load()
+	return start == 0 || time.Since(time.Unix(0, start)) < restoreYieldMax
+}
 
 // NeedLeaderElection is false: every node's agent restores its own node.
 func (r *Restorer) NeedLeaderElection() bool { return false }
@@ -73,13 +89,14 @@ func (r *Restorer) Start(ctx context.Context) error {
 	logger := log.FromContext(ctx).WithName("restore")
 	backoff := time.Second
 	for {
-		r.between.Store(false)
+		r.attemptStart.Store(time.Now().UnixNano())
+		r.released.Store(false)
 		err := r.restore(ctx)
+		r.released.Store(true)
 		if err == nil {
 			r.done.Store(true)
 			return nil
 		}
-		r.between.Store(true)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -166,6 +183,7 @@ func (r *Restorer) restore(ctx context.Context) error {
 	batches, count := PlanRestoreBatches(atts.Items, r.Node.Name)
 	failed, activations, err := r.activate(ctx, batches)
 	r.Node.Invalidate()
+	r.released.Store(true) // what is left are API writes
 	if err != nil {
 		return err
 	}
@@ -404,12 +422,12 @@ func (r *Restorer) waitDaemons(ctx context.Context) (*sanlock.Status, error) {
 		_, err2 = r.Node.LVM.LockdInfo(ctx)
 		both.Wait()
 		if err1 == nil && err2 == nil {
-			r.between.Store(false)
+			r.released.Store(false)
 			return st, nil
 		}
 		// While the daemons do not answer, the report cycle says so on the VolumeGroups
 		// (there is no LVM to leave to the restore yet).
-		r.between.Store(true)
+		r.released.Store(true)
 		lastErr = fmt.Errorf("sanlock: %v; lvmlockd: %v", err1, err2)
 		_ = r.setNodeCondition(ctx, false, "WaitingForLockDaemons", "waiting for sanlock and lvmlockd to answer: "+lastErr.Error())
 		// Polled closely: right after a boot the daemons answer within a second or two, and

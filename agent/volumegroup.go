@@ -82,6 +82,10 @@ const restoringRecheck = 500 * time.Millisecond
 // agent repairs it (a restarted lvmlockd adopts within a second).
 const orphanGrace = 3 * time.Second
 
+// orphanLeaveTimeout bounds `sanlock client rem_lockspace` of an orphaned lockspace (it
+// releases the host's delta lease: one renewal's I/O, seconds).
+const orphanLeaveTimeout = time.Minute
+
 // EntryRefreshCycles: an unchanged entry is rewritten only every this many report cycles
 // (its lastReport then says the content was confirmed); liveness in between is the node's
 // heartbeat Lease. Rewriting every entry every cycle made the one VolumeGroup object an
@@ -382,7 +386,8 @@ func (r *VolumeGroupAgent) checkOrphaned(ctx context.Context, c *cycle, report *
 		if res.Name == "VGLK" || res.Name == "GLLK" {
 			// The metadata lock of a command that died with lvmlockd (held, it stops every
 			// host from changing the VG: "VG vg1 lock failed: held by other host"). sanlock
-			// 3.8's `release -O 1` refuses it (-16, measured); leaving the lockspace drops it.
+			// 3.8's `release -O 1` refuses it (-16, measured); leaving the lockspace with its
+			// USED_BY_ORPHANS flag cleared drops it (RemoveOrphanLockspace).
 			continue
 		}
 		leases++
@@ -414,11 +419,34 @@ func (r *VolumeGroupAgent) rejoin(ctx context.Context, vg *v1.VolumeGroup, c *cy
 		return
 	}
 	r.Recorder.Eventf(vg, nil, corev1.EventTypeWarning, "LockspaceOrphaned", "Lockstart", "node %s: %s", r.Node.Name, c.entry.Message)
-	if err := r.Node.Sanlock.RemoveOrphanLockspace(ctx, ls); err != nil {
-		c.entry.Message += fmt.Sprintf("; leaving it failed: %v", err)
+	// Said before it is done (the entry must not keep the last cycle's message while sanlock
+	// works), and bounded: a removal that does not end is said, and tried again next cycle.
+	leaving := c.entry
+	leaving.Message += ": leaving it now"
+	lnow := metav1.NewTime(r.now())
+	leaving.LastReport = &lnow
+	leaving.ReportIntervalSeconds = r.intervalSeconds()
+	_ = r.applyEntryIfChanged(ctx, vg, &leaving)
+	rctx, cancel := context.WithTimeout(ctx, orphanLeaveTimeout)
+	defer cancel()
+	t0 := time.Now()
+	err := r.Node.Sanlock.RemoveOrphanLockspace(rctx, ls)
+	r.Node.Invalidate()
+	if err != nil {
+		// A removal already under way (an earlier cycle's, cut by its bound) ends once the
+		// flag is cleared, and this one then fails: what counts is that sanlock left it.
+		if st, serr := r.Node.SanlockStatus(ctx, 0); serr == nil {
+			if _, still := st.Lockspace(c.vg); !still {
+				err = nil
+			}
+		}
+	}
+	if err != nil {
+		c.entry.Message += fmt.Sprintf("; leaving it failed after %.1fs: %v", time.Since(t0).Seconds(), err)
+		r.Recorder.Eventf(vg, nil, corev1.EventTypeWarning, "LockspaceOrphaned", "Lockstart", "node %s: leaving the orphaned lockspace lvm_%s failed after %.1fs: %v", r.Node.Name, c.vg, time.Since(t0).Seconds(), err)
 		return
 	}
-	r.Node.Invalidate()
+	log.FromContext(ctx).Info("orphaned lockspace left", "vg", c.vg, "seconds", time.Since(t0).Seconds())
 	r.lockstart(ctx, vg, c)
 }
 

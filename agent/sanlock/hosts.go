@@ -114,15 +114,23 @@ func (c *Client) Hosts(ctx context.Context) ([]LockspaceHosts, error) {
 	return ParseGets(out)
 }
 
-// RemoveOrphanLockspace leaves a lockspace this host joined (`sanlock client rem_lockspace`)
-// that no lvmlockd serves any more: lvmlockd died and its successor did not adopt it, so no LVM
-// command can lock the VG here and a lockstart is refused while sanlock keeps it. The caller
-// must have checked that sanlock holds no lease in it and that no LV of the VG is active on
-// this host: leaving it then gives up nothing that protects data.
+// RemoveOrphanLockspace leaves a lockspace this host joined that no lvmlockd serves any more:
+// lvmlockd died and its successor did not adopt it, so no LVM command can lock the VG here,
+// and a lockstart while sanlock keeps it returns without lvmlockd serving the VG (measured).
+// lvmlockd sets the lockspace's USED_BY_ORPHANS flag, so `rem_lockspace` waits for ever
+// while an orphan lease is left, such as the VG lock of a command that died with lvmlockd
+// (measured on sanlock 3.8.5: still waiting after 180 s; `release -O 1` of that orphan
+// returns -16). The flag is cleared first (`set_config -O 0`): the removal then drops the
+// orphans. The caller must have checked that sanlock holds no LV lease in it and that no LV
+// of the VG is active on this host: leaving it then gives up nothing that protects data.
 func (c *Client) RemoveOrphanLockspace(ctx context.Context, ls Lockspace) error {
 	if strings.ContainsAny(ls.Name+ls.Path, ": \n") || !strings.HasPrefix(ls.Name, "lvm_") || !strings.HasPrefix(ls.Path, "/dev/") {
 		return fmt.Errorf("sanlock: refusing to remove lockspace %q at %q", ls.Name, ls.Path)
 	}
-	_, err := c.run(ctx, "sanlock", "client", "rem_lockspace", "-s", fmt.Sprintf("%s:%d:%s:%d", ls.Name, ls.HostID, ls.Path, ls.Offset))
+	spec := fmt.Sprintf("%s:%d:%s:%d", ls.Name, ls.HostID, ls.Path, ls.Offset)
+	if _, err := c.run(ctx, "sanlock", "client", "set_config", "-s", spec, "-O", "0"); err != nil {
+		return err
+	}
+	_, err := c.run(ctx, "sanlock", "client", "rem_lockspace", "-s", spec)
 	return err
 }
