@@ -393,8 +393,10 @@ func (r *VolumeGroupAgent) checkOrphaned(ctx context.Context, c *cycle, report *
 		leases++
 	}
 	var active []string
+	known := false // which LVs are active here is known only from this cycle's report
 	if report != nil {
 		if g, ok := report.VG(c.vg); ok {
+			known = true
 			for _, lv := range g.LVs {
 				if lv.Name != "lvmlock" && lv.ActiveLocally {
 					active = append(active, lv.Name)
@@ -402,9 +404,11 @@ func (r *VolumeGroupAgent) checkOrphaned(ctx context.Context, c *cycle, report *
 			}
 		}
 	}
-	c.facts.OrphanIdle = leases == 0 && len(active) == 0
+	c.facts.OrphanIdle = known && leases == 0 && len(active) == 0
 	msg := fmt.Sprintf("sanlock holds lockspace lvm_%s but lvmlockd does not serve it (lvmlockd was restarted without adopting it; run it with --adopt 1)", c.vg)
-	if c.facts.OrphanIdle {
+	if !known {
+		msg += ": the VG's report did not say which LVs are active here, so the agent leaves the lockspace alone and looks again"
+	} else if c.facts.OrphanIdle {
 		msg += ": no lease is held and no LV is active here, so the agent leaves the lockspace and joins it again"
 	} else {
 		msg += fmt.Sprintf(": %d lease(s) held, active LVs %v: they are no longer guarded by lvmlockd here; reboot the node (the agent never pulls a lockspace from under them)", leases, active)

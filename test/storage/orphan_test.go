@@ -33,9 +33,11 @@ func TestOrphanedLockspaceOnRealSharedLVM(t *testing.T) {
 
 	// A metadata command in flight when lvmlockd dies: a create and remove of an LV no
 	// volume owns (the agent never touches it), lvmlockd killed as soon as sanlock shows the
-	// VG lock held (a fixed delay missed the window 8 times in a row). Tried until sanlock
-	// shows the orphan.
+	// VG lock held (a fixed delay missed the window 8 times in a row; a VG tag change holds
+	// it too briefly to be caught). Tried until sanlock shows the orphan. The kill can orphan
+	// the new LV's lease too: the lockspace must then stay (the node is to be rebooted).
 	orphaned := false
+	leaseOrphan := "" // an LV lease orphaned as well, when the kill caught one
 	var killedAt time.Time
 	for try := 0; try < 8 && !orphaned; try++ {
 		script := fmt.Sprintf("(lvcreate -an -L 8m -n scratch%d %s; lvremove -y %s/scratch%d) >/dev/null 2>&1 & "+
@@ -48,6 +50,13 @@ func TestOrphanedLockspaceOnRealSharedLVM(t *testing.T) {
 		info := run(ctx, t, h, "lvmlockctl", "--info")
 		orphaned = strings.Contains(st, "lvm_"+vg+":VGLK:") && strings.Contains(st, "ORPHAN") && !strings.Contains(info, "VG "+vg+" ")
 		t.Logf("try %d: VG lock orphaned and lockspace not served: %v", try, orphaned)
+		if orphaned {
+			for _, line := range strings.Split(st, "\n") {
+				if strings.Contains(line, "ORPHAN") && !strings.Contains(line, ":VGLK:") && !strings.Contains(line, ":GLLK:") {
+					leaseOrphan = strings.TrimSpace(line)
+				}
+			}
+		}
 		if !orphaned {
 			// Back to a served lockspace before the next try (lvmlockd adopted it, or the
 			// agent repairs it).
@@ -63,6 +72,26 @@ func TestOrphanedLockspaceOnRealSharedLVM(t *testing.T) {
 		t.Skip("no kill landed while the VG lock was held in 8 tries")
 	}
 
+	if leaseOrphan != "" {
+		// Never pulled from under a lease: said on the entry, the lockspace kept.
+		t.Logf("the kill orphaned an LV lease too (%s): the agent must keep the lockspace and say to reboot", leaseOrphan)
+		cl.wait("reboot asked for", 2*time.Minute, func() error {
+			var g v1.VolumeGroup
+			if err := cl.c.Get(ctx, client.ObjectKey{Name: "cinder"}, &g); err != nil {
+				return err
+			}
+			for _, e := range g.Status.Nodes {
+				if e.Node == h.Name && e.Reason == v1.LockspaceLockFailed && strings.Contains(e.Message, "reboot the node") {
+					return nil
+				}
+			}
+			return fmt.Errorf("entries %+v", g.Status.Nodes)
+		})
+		if st := run(ctx, t, h, "sanlock", "client", "status"); !strings.Contains(st, "lvm_"+vg+":") {
+			t.Fatalf("the lockspace was left with an LV lease in it:\n%s", st)
+		}
+		return
+	}
 	tm.add("lvmlockd restarted with an orphaned VG lock → lockspace left and joined again by the agent", cl.wait("lockspace rejoined", 3*time.Minute, func() error {
 		var g v1.VolumeGroup
 		if err := cl.c.Get(ctx, client.ObjectKey{Name: "cinder"}, &g); err != nil {
