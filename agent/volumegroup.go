@@ -416,6 +416,16 @@ func (r *VolumeGroupAgent) checkOrphaned(ctx context.Context, c *cycle, report *
 	c.note(v1.LockspaceLockFailed, msg)
 }
 
+// sayBefore writes this node's entry, stamped now, before a step that takes long (a join, a
+// lockspace removal), so that the entry neither keeps the last cycle's message nor goes stale
+// meanwhile. Best effort: the cycle's own write follows.
+func (r *VolumeGroupAgent) sayBefore(ctx context.Context, vg *v1.VolumeGroup, e v1.NodeLockspaceStatus) {
+	now := metav1.NewTime(r.now())
+	e.LastReport = &now
+	e.ReportIntervalSeconds = r.intervalSeconds()
+	_ = r.applyEntryIfChanged(ctx, vg, &e)
+}
+
 // rejoin leaves the orphaned lockspace in sanlock and joins it again.
 func (r *VolumeGroupAgent) rejoin(ctx context.Context, vg *v1.VolumeGroup, c *cycle) {
 	ls, ok := c.sanlock.Lockspace(c.vg)
@@ -427,10 +437,7 @@ func (r *VolumeGroupAgent) rejoin(ctx context.Context, vg *v1.VolumeGroup, c *cy
 	// works), and bounded: a removal that does not end is said, and tried again next cycle.
 	leaving := c.entry
 	leaving.Message += ": leaving it now"
-	lnow := metav1.NewTime(r.now())
-	leaving.LastReport = &lnow
-	leaving.ReportIntervalSeconds = r.intervalSeconds()
-	_ = r.applyEntryIfChanged(ctx, vg, &leaving)
+	r.sayBefore(ctx, vg, leaving)
 	rctx, cancel := context.WithTimeout(ctx, orphanLeaveTimeout)
 	defer cancel()
 	t0 := time.Now()
@@ -473,10 +480,7 @@ func (r *VolumeGroupAgent) lockstart(ctx context.Context, vg *v1.VolumeGroup, c 
 	vgName := string(vg.Spec.VGName)
 	joining := c.entry
 	joining.Reason, joining.Message = v1.LockspaceJoining, "starting the lockspace (sanlock join: 20 s to 3 min)"
-	jnow := metav1.NewTime(r.now())
-	joining.LastReport = &jnow
-	joining.ReportIntervalSeconds = r.intervalSeconds()
-	_ = r.applyEntryIfChanged(ctx, vg, &joining)
+	r.sayBefore(ctx, vg, joining)
 	hostID, err := r.HostIDs.Check(ctx, true) // the fence: the claim as it is now
 	if err != nil {
 		c.facts.HostIDKnown = false
