@@ -86,6 +86,9 @@ type cycleResult struct {
 	maxRSS        int64 // bytes
 	cpuSeconds    float64
 	callsPerCycle float64
+	// restCPU is the operator's CPU per second at rest with the cycle's volumes attached
+	// (100 agents' report cycles and heartbeats, nothing asked of it).
+	restCPU float64
 	// liveHeap0 is the operator's live heap before the cycle's first phase.
 	liveHeap0 int64
 	// top is `go tool pprof -top` of the operator's heap after the migrate phase (the most
@@ -236,11 +239,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	idleCalls, err := callsPerCycle(ctx, storage)
+	idleCalls, idleCPU, err := atRest(ctx, storage, op.Process.Pid)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("LVM/sanlock calls of one agent per reporting cycle, no volumes: %.1f\n", idleCalls)
+	fmt.Printf("at rest, no volumes: LVM/sanlock calls of one agent per reporting cycle %.1f, operator CPU %.1f ms/s\n", idleCalls, idleCPU*1000)
 
 	var results []cycleResult
 	for _, n := range counts {
@@ -251,10 +254,34 @@ func run() error {
 		}
 		results = append(results, r)
 	}
-	return report(results, idleCalls)
+	return report(results, idleCalls, idleCPU)
 }
 
 func nodeName(i int) string { return fmt.Sprintf("node-%03d", i) }
+
+// phaseStall bounds a phase by its progress, not by its length: a phase fails when no
+// operation was applied for this long (a stuck system), however slow but steady it is (a
+// 10,000-volume phase on a loaded 2-core machine may take half an hour and still be worth its
+// table).
+const phaseStall = 5 * time.Minute
+
+// waitProgress waits until missing() is 0, failing only when it has not fallen for stall.
+func waitProgress(ctx context.Context, stall time.Duration, missing func() int) error {
+	last, since := missing(), time.Now()
+	for last > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		if m := missing(); m < last {
+			last, since = m, time.Now()
+		} else if time.Since(since) > stall {
+			return fmt.Errorf("none applied for %v", stall)
+		}
+	}
+	return nil
+}
 
 func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error {
 	deadline := time.Now().Add(timeout)
@@ -432,21 +459,17 @@ func cycle(ctx context.Context, c client.Client, cs *kubernetes.Clientset, tr *t
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		if err := waitFor(ctx, time.Duration(n)*100*time.Millisecond+5*time.Minute, func() bool {
+		missing := func() int {
+			m := 0
 			for i := 0; i < n; i++ {
 				if _, ok := tr.at(key(i)); !ok {
-					return false
+					m++
 				}
 			}
-			return true
-		}); err != nil {
-			missing := 0
-			for i := 0; i < n; i++ {
-				if _, ok := tr.at(key(i)); !ok {
-					missing++
-				}
-			}
-			return fmt.Errorf("%s: %d of %d not applied: %w", name, missing, n, err)
+			return m
+		}
+		if err := waitProgress(ctx, phaseStall, missing); err != nil {
+			return fmt.Errorf("%s: %d of %d not applied: %w", name, missing(), n, err)
 		}
 		wall := time.Since(start)
 		lat := make([]time.Duration, n)
@@ -487,12 +510,12 @@ func cycle(ctx context.Context, c client.Client, cs *kubernetes.Clientset, tr *t
 		return res, err
 	}
 	if !stopped {
-		calls, err := callsPerCycle(ctx, storage)
+		calls, cpu, err := atRest(ctx, storage, pid)
 		if err != nil {
 			return res, err
 		}
-		res.callsPerCycle = calls
-		fmt.Printf("  LVM/sanlock calls of one agent per reporting cycle, %d volumes attached (%d per node): %.1f\n", n, n / *nodes, calls)
+		res.callsPerCycle, res.restCPU = calls, cpu
+		fmt.Printf("  at rest, %d volumes attached (%d per node): LVM/sanlock calls of one agent per reporting cycle %.1f, operator CPU %.1f ms/s\n", n, n / *nodes, calls, cpu*1000)
 	}
 	if err := phase("migrate", func(i int) error { return attach(dstName(i), volName(i), dstNode(i), v1.PurposeMigrationTarget) },
 		func(i int) string { return "Shared/" + dstName(i) }); err != nil {
@@ -520,16 +543,19 @@ func cycle(ctx context.Context, c client.Client, cs *kubernetes.Clientset, tr *t
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// callsPerCycle counts one agent's storage commands over two reporting cycles at rest.
-func callsPerCycle(ctx context.Context, storage *fakelvm.Cluster) (float64, error) {
+// atRest counts one agent's storage commands per reporting cycle and the operator's CPU
+// seconds per second, over two reporting cycles with nothing asked of the system: the cost
+// that runs whatever the load (and that a slower phase counts as per-operation CPU).
+func atRest(ctx context.Context, storage *fakelvm.Cluster, pid int) (calls, cpuPerSecond float64, err error) {
 	h := storage.Host(1)
 	h.ResetCalls()
+	cpu0, t0 := cpuOf(pid), time.Now()
 	select {
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return 0, 0, ctx.Err()
 	case <-time.After(2 * *reportInterval):
 	}
-	return float64(len(h.Calls())) / 2, nil
+	return float64(len(h.Calls())) / 2, (cpuOf(pid) - cpu0) / time.Since(t0).Seconds(), nil
 }
 
 // apiRequests sums the apiserver's apiserver_request_total (every client's requests).

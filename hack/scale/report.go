@@ -18,7 +18,7 @@ import (
 
 // report prints the table, and writes it with a plot of time-to-applied against the number
 // of volumes into --out.
-func report(results []cycleResult, idleCalls float64) error {
+func report(results []cycleResult, idleCalls, idleCPU float64) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Scale run %s: %d simulated nodes (real agents over internal/fakelvm), operator in its own process, envtest apiserver, %d client workers, report interval %v.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), *nodes, *workers, *reportInterval)
@@ -29,10 +29,10 @@ func report(results []cycleResult, idleCalls float64) error {
 				r.n, p.name, p.wall.Seconds(), float64(p.n)/p.wall.Seconds(), ms(p.p50), ms(p.p99), p.apiPerOp, p.operatorCPUs)
 		}
 	}
-	b.WriteString("\n| volumes | operator max RSS | operator CPU (whole cycle) | LVM/sanlock calls per agent per report cycle |\n|---|---|---|---|\n")
-	fmt.Fprintf(&b, "| 0 | | | %.1f |\n", idleCalls)
+	b.WriteString("\n| volumes | operator max RSS | operator CPU (whole cycle) | operator CPU at rest | LVM/sanlock calls per agent per report cycle |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| 0 | | | %.1f ms/s | %.1f |\n", idleCPU*1000, idleCalls)
 	for _, r := range results {
-		fmt.Fprintf(&b, "| %d | %.0f MiB | %.1f s | %.1f (with %d attached per node) |\n", r.n, float64(r.maxRSS)/(1<<20), r.cpuSeconds, r.callsPerCycle, r.n / *nodes)
+		fmt.Fprintf(&b, "| %d | %.0f MiB | %.1f s | %.1f ms/s | %.1f (with %d attached per node) |\n", r.n, float64(r.maxRSS)/(1<<20), r.cpuSeconds, r.restCPU*1000, r.callsPerCycle, r.n / *nodes)
 	}
 	// What each cached object costs the operator: the live heap (after a forced GC) grows by
 	// this much per volume created and per attachment added (the attachments' cost includes
