@@ -216,7 +216,11 @@ func runWaitLocks(args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := newClient()
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: roles.Scheme()})
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -251,35 +253,54 @@ func (r *Restorer) startLockspaces(ctx context.Context, node *corev1.Node, st *s
 		log.FromContext(ctx).Info("not starting lockspace", "vg", d.VG, "why", d.Why)
 	}
 	joinsAt := time.Since(t0)
-	var (
-		mu    sync.Mutex
-		wg    sync.WaitGroup
-		errs  []error
-		joins = map[string]time.Duration{}
-	)
-	for _, name := range plan.Start {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t0 := time.Now()
-			_, err := r.Node.LVM.Lockstart(ctx, name, hostID)
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				joins[name] = time.Since(t0)
-			case lvm.KindOf(err) == lvm.KindVGNotFound:
-				// this node does not see that VG's LUN (yet): nothing to restore there
-			default:
-				errs = append(errs, fmt.Errorf("lockstart %s: %w", name, err))
-			}
-		}()
+	type join struct {
+		took time.Duration
+		err  error
 	}
-	wg.Wait()
+	results := perVG(plan.Start, func(name string) join {
+		t0 := time.Now()
+		_, err := r.Node.LVM.Lockstart(ctx, name, hostID)
+		return join{time.Since(t0), err}
+	})
+	var errs []error
+	joins := map[string]time.Duration{}
+	for _, name := range plan.Start {
+		switch j := results[name]; {
+		case j.err == nil:
+			joins[name] = j.took
+		case lvm.KindOf(j.err) == lvm.KindVGNotFound:
+			// this node does not see that VG's LUN (yet): nothing to restore there
+		default:
+			errs = append(errs, fmt.Errorf("lockstart %s: %w", name, j.err))
+		}
+	}
 	if len(errs) > 0 {
 		return 0, nil, 0, errors.Join(errs...)
 	}
 	return plan.Served, joins, joinsAt, nil
+}
+
+// perVG runs f for each VG at once and waits for all: lvmlockd runs one thread per
+// lockspace and sanlock one per lockspace's leases, so the VGs' joins and re-activations
+// need not queue behind each other.
+func perVG[T any](vgs []string, f func(vg string) T) map[string]T {
+	var (
+		mu  sync.Mutex
+		wg  sync.WaitGroup
+		out = make(map[string]T, len(vgs))
+	)
+	for _, vg := range vgs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v := f(vg)
+			mu.Lock()
+			defer mu.Unlock()
+			out[vg] = v
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // activate runs the restore's batches, the VGs in parallel (each lockspace has its own
@@ -294,84 +315,57 @@ func (r *Restorer) activate(ctx context.Context, batches []RestoreBatch) ([]stri
 	for _, b := range batches {
 		byVG[b.VG] = append(byVG[b.VG], b)
 	}
+	type activation struct {
+		notActive []string
+		took      time.Duration
+		err       error
+	}
+	results := perVG(slices.Sorted(maps.Keys(byVG)), func(vg string) activation {
+		t0 := time.Now()
+		var notActive []string
+		for _, b := range byVG[vg] {
+			// Twice at most: the LVs the first lvchange did not get are tried once more in
+			// one command (a transient refusal, e.g. sanlock failing a VG lock under load,
+			// passes; a lease another host holds does not), then named.
+			var err error
+			for attempt := 1; attempt <= 2 && len(b.LVs) > 0; attempt++ {
+				if err = r.Node.LVM.Activate(ctx, b.VG, b.Mode, b.LVs...); err == nil {
+					break
+				}
+				held, rerr := r.Node.LVM.LockdInfo(ctx)
+				if rerr != nil {
+					return activation{err: fmt.Errorf("lvchange -a%s of %d LV(s) in %s failed (%v), and reading lvmlockd's locks too: %w", b.Mode, len(b.LVs), vg, err, rerr)}
+				}
+				b.LVs = NotActivated(b, held)
+			}
+			if err == nil {
+				continue
+			}
+			for _, lv := range b.LVs {
+				notActive = append(notActive, fmt.Sprintf("%s/%s: %s", vg, lv, lvm.WhyNotActivated(err, vg, lv)))
+			}
+		}
+		return activation{notActive: notActive, took: time.Since(t0)}
+	})
 	var (
-		mu     sync.Mutex
-		wg     sync.WaitGroup
 		failed []string
 		errs   []error
 		took   = map[string]time.Duration{}
 	)
-	for vg, bs := range byVG {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t0 := time.Now()
-			var notActive []string
-			for _, b := range bs {
-				// Twice at most: the LVs the first lvchange did not get are tried once more
-				// in one command (a transient refusal, e.g. sanlock failing a VG lock under
-				// load, passes; a lease another host holds does not), then named.
-				var err error
-				for attempt := 1; attempt <= 2 && len(b.LVs) > 0; attempt++ {
-					if err = r.Node.LVM.Activate(ctx, b.VG, b.Mode, b.LVs...); err == nil {
-						break
-					}
-					held, rerr := r.Node.LVM.LockdInfo(ctx)
-					if rerr != nil {
-						mu.Lock()
-						errs = append(errs, fmt.Errorf("lvchange -a%s of %d LV(s) in %s failed (%v), and reading lvmlockd's locks too: %w", b.Mode, len(b.LVs), vg, err, rerr))
-						mu.Unlock()
-						return
-					}
-					b.LVs = NotActivated(b, held)
-				}
-				if err == nil {
-					continue
-				}
-				for _, lv := range b.LVs {
-					notActive = append(notActive, fmt.Sprintf("%s/%s: %s", vg, lv, WhyNotActivated(err, vg, lv)))
-				}
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			took[vg] = time.Since(t0)
-			failed = append(failed, notActive...)
-		}()
+	for _, vg := range slices.Sorted(maps.Keys(results)) {
+		a := results[vg]
+		if a.err != nil {
+			errs = append(errs, a.err)
+			continue
+		}
+		took[vg] = a.took
+		failed = append(failed, a.notActive...)
 	}
-	wg.Wait()
 	sort.Strings(failed)
 	if len(errs) > 0 {
 		return nil, nil, errors.Join(errs...)
 	}
 	return failed, took, nil
-}
-
-// WhyNotActivated is the line of lvchange's error that names vg/lv ("LV locked by other
-// host: vg1/lv1"), or a generic reason when LVM named it nowhere.
-func WhyNotActivated(err error, vg, lv string) string {
-	text := err.Error()
-	var le *lvm.Error
-	if errors.As(err, &le) && le.Stderr != "" {
-		text = le.Stderr
-	}
-	path := vg + "/" + lv
-	// lvm.Error keeps LVM's lines joined by "; ".
-	for _, l := range strings.FieldsFunc(strings.ReplaceAll(text, "; ", "\n"), func(r rune) bool { return r == '\n' }) {
-		l = strings.TrimSpace(l)
-		for i := strings.Index(l, path); i >= 0; {
-			rest := l[i+len(path):]
-			if rest == "" || rest == "." || strings.ContainsAny(rest[:1], " :,'\"") {
-				return l
-			}
-			j := strings.Index(rest, path)
-			if j < 0 {
-				break
-			}
-			i += len(path) + j
-		}
-	}
-	first, _, _ := strings.Cut(strings.ReplaceAll(text, "; ", "\n"), "\n")
-	return "not active after lvchange, which failed: " + strings.TrimSpace(first)
 }
 
 // timings renders per-VG durations sorted by VG: "vg1 97.0s, vg2 96.1s".

@@ -193,3 +193,31 @@ func classify(argv []string, exitCode int, stderr []byte, runErr error) error {
 	}
 	return &Error{Kind: kind, Argv: argv, ExitCode: exitCode, Stderr: cleanStderr(string(stderr))}
 }
+
+// WhyNotActivated is the line of lvchange's error that names vg/lv ("LV locked by other
+// host: vg1/lv1"), or a generic reason when LVM named it nowhere.
+func WhyNotActivated(err error, vg, lv string) string {
+	text := err.Error()
+	var le *Error
+	if errors.As(err, &le) && le.Stderr != "" {
+		text = le.Stderr
+	}
+	path := vg + "/" + lv
+	// lvm.Error keeps LVM's lines joined by "; ".
+	for _, l := range strings.FieldsFunc(strings.ReplaceAll(text, "; ", "\n"), func(r rune) bool { return r == '\n' }) {
+		l = strings.TrimSpace(l)
+		for i := strings.Index(l, path); i >= 0; {
+			rest := l[i+len(path):]
+			if rest == "" || rest == "." || strings.ContainsAny(rest[:1], " :,'\"") {
+				return l
+			}
+			j := strings.Index(rest, path)
+			if j < 0 {
+				break
+			}
+			i += len(path) + j
+		}
+	}
+	first, _, _ := strings.Cut(strings.ReplaceAll(text, "; ", "\n"), "\n")
+	return "not active after lvchange, which failed: " + strings.TrimSpace(first)
+}

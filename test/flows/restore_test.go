@@ -71,7 +71,8 @@ var _ = Describe("node reboot: locks restored before workloads start", Ordered, 
 		waited := make(chan error, 1)
 		go func() {
 			defer GinkgoRecover()
-			waited <- roles.WaitLocks(ctx, k8s, "node-1", newBoot, time.Minute, 100*time.Millisecond, out)
+			// A retry longer than the timeout: only its watch of the Node can return it.
+			waited <- roles.WaitLocks(ctx, k8s, "node-1", newBoot, time.Minute, 10*time.Minute, out)
 		}()
 		Consistently(waited, "1s").ShouldNot(Receive())
 		Expect(out.String()).To(ContainSubstring("waiting for node node-1 to restore its locks for boot " + newBoot))

@@ -59,7 +59,7 @@ var _ = ReportAfterSuite("failures, repeated at the end of the output", func(r R
 
 var (
 	env     *envtestutil.Env
-	k8s     client.Client
+	k8s     client.WithWatch
 	ctx     context.Context
 	cancel  context.CancelFunc
 	storage *fakelvm.Cluster
@@ -179,7 +179,7 @@ var _ = BeforeSuite(func() {
 	var err error
 	env, err = envtestutil.Start()
 	Expect(err).NotTo(HaveOccurred())
-	k8s, err = client.New(env.Config, client.Options{Scheme: roles.Scheme()})
+	k8s, err = client.NewWithWatch(env.Config, client.Options{Scheme: roles.Scheme()})
 	Expect(err).NotTo(HaveOccurred())
 	SetDefaultEventuallyTimeout(30 * time.Second)
 	SetDefaultEventuallyPollingInterval(100 * time.Millisecond)

@@ -281,10 +281,48 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 		}
 		return took[0], took[1]
 	}
+	// rawAfterBoot: lvmlockd's floor in the restore's own situation: host1 power-cycled with
+	// its agent stopped, the VGs' lockspaces joined raw (at once), then one lvchange -aey of
+	// each VG's LVs (the VGs at once), the first after the boot: the warm raw runs take place
+	// a minute later on a settled host. It leaves the LVs active and host1's agent stopped.
+	rawAfterBoot := func(lvs map[string][]string) time.Duration {
+		t.Helper()
+		st, err := a.Sanlock.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls, ok := st.Lockspace(vg)
+		if !ok {
+			t.Fatalf("host1 has no lockspace of %s: %+v", vg, st)
+		}
+		cl.powerCycle(a)
+		vgs := slices.Sorted(maps.Keys(lvs))
+		atOnce(vgs, func(vgName string) {
+			deadline := time.Now().Add(5 * time.Minute)
+			for {
+				// The daemons start with the guest; until lvmlockd answers, lockstart fails.
+				_, err := a.LVM.Lockstart(ctx, vgName, int32(ls.HostID))
+				if err == nil {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("raw join of %s on host1 after its power cycle: %v", vgName, err)
+					return
+				}
+				time.Sleep(time.Second)
+			}
+		})
+		return atOnce(vgs, func(vgName string) {
+			if _, err := a.MustRun(ctx, append([]string{"lvchange", "-aey"}, lvs[vgName]...)...); err != nil {
+				t.Error(err)
+			}
+		})
+	}
 	cA := restoreCycle(t, cl, a)
 	restoreN = len(vols)
 	names := lvNames(vg, vols)
 	rawA1, rawA2 := rawActivate(names)
+	rawABoot := rawAfterBoot(map[string][]string{vg: names})
 	// The same LVs one lvchange each, for the record (what a restore without batching costs).
 	run(ctx, t, a, append([]string{"lvchange", "-an"}, names...)...)
 	start = time.Now()
@@ -310,8 +348,9 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 	}
 	rows = append(rows, benchRow{fmt.Sprintf("reboot restore of %d attachments (agent start → recorded)", restoreN), "lockspace join alone", cA.total, cA.joins[vg], 0})
 	rows = append(rows, benchRow{"  its re-activation part (restore − join)", fmt.Sprintf("%d lvchange -aey in sequence", restoreN), cA.total - cA.join(), rawSeq, 0})
-	rows = append(rows, benchRow{"  its re-activation part (restore − join)", fmt.Sprintf("one lvchange -aey of all %d LVs (mean of 2; target 3 below)", restoreN), cA.total - cA.join(), (rawA1 + rawA2) / 2, 0})
-	targets = append(targets, ratioTarget(fmt.Sprintf("3. restore − join, N=%d", restoreN), cA.total-cA.join(), []time.Duration{rawA1, rawA2}, 1.1))
+	rows = append(rows, benchRow{"  its re-activation part (restore − join)", fmt.Sprintf("one lvchange -aey of all %d LVs (mean of 2)", restoreN), cA.total - cA.join(), (rawA1 + rawA2) / 2, 0})
+	rows = append(rows, benchRow{"  its re-activation part (restore − join)", "the same, the first after a power cycle and a raw join (target 3 below)", cA.total - cA.join(), rawABoot, 0})
+	targets = append(targets, bootFloorTarget(fmt.Sprintf("3. restore − join, N=%d", restoreN), cA.total-cA.join(), rawABoot, []time.Duration{rawA1, rawA2}, 1.1))
 
 	// B) 3 VGs × N: two more VolumeGroups on their own LUNs, N attachments each on host1.
 	cl.startAgent(a)
@@ -351,18 +390,23 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 			t.Error(err)
 		}
 	})
+	bLVs := map[string][]string{}
+	for _, vgName := range []string{vg, "vg2", "vg3"} {
+		bLVs[vgName] = lvNames(vgName, perVG[vgName])
+	}
+	rawBBoot := rawAfterBoot(bLVs)
 	slowestJoin := cB.slowestJoin()
 	boundB := slowestJoin + slowestAct + 2*time.Second
-	floorB := slowestJoin + rawConcurrent + 2*time.Second
+	floorB := slowestJoin + rawBBoot + 2*time.Second
 	verdict := "met"
 	if cB.total > boundB {
 		verdict = fmt.Sprintf("missed: at the floor (≤ %.1f s)? %v", floorB.Seconds(), cB.total <= floorB)
 	}
 	targets = append(targets, benchTarget{name: fmt.Sprintf("1. restore of 3 VGs × %d", restoreN), measured: fmtS(cB.total) + fmt.Sprintf(" (joins in parallel: %s)", durations(cB.joins)),
-		bound: fmt.Sprintf("≤ slowest join %.1f s + slowest VG's one lvchange %.1f s + 2 s = %.1f s (%s); serial sum %.1f s; floor here: the 3 VGs' lvchanges at once, raw, %.1f s → %.1f s (asserted)",
-			slowestJoin.Seconds(), slowestAct.Seconds(), boundB.Seconds(), verdict, serial.Seconds(), rawConcurrent.Seconds(), floorB.Seconds()),
+		bound: fmt.Sprintf("≤ slowest join %.1f s + slowest VG's one lvchange %.1f s + 2 s = %.1f s (%s); serial sum %.1f s; floor here: the 3 VGs' lvchanges at once, raw, the first after a power cycle %.1f s (warm %.1f s) → %.1f s (asserted)",
+			slowestJoin.Seconds(), slowestAct.Seconds(), boundB.Seconds(), verdict, serial.Seconds(), rawBBoot.Seconds(), rawConcurrent.Seconds(), floorB.Seconds()),
 		tolerance: "the target's 2 s", met: cB.total <= floorB})
-	t.Logf("3 VGs: restore %v, joins %v, activations %v, raw one lvchange per VG %v, raw the three at once %v", cB.total, cB.joins, cB.acts, rawB, rawConcurrent)
+	t.Logf("3 VGs: restore %v, joins %v, activations %v, raw one lvchange per VG %v, raw the three at once %v (after a power cycle %v)", cB.total, cB.joins, cB.acts, rawB, rawConcurrent, rawBBoot)
 
 	// C) 500 in one VG: the other VGs' attachments go, vg1 grows to 500.
 	cl.startAgent(a)
@@ -387,9 +431,11 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 	cC := restoreCycle(t, cl, a)
 	names = lvNames(vg, vols)
 	rawC1, rawC2 := rawActivate(names)
+	rawCBoot := rawAfterBoot(map[string][]string{vg: names})
 	rows = append(rows, benchRow{fmt.Sprintf("reboot restore of %d attachments (agent start → recorded)", len(vols)), "lockspace join alone", cC.total, cC.joins[vg], 0})
-	rows = append(rows, benchRow{"  its re-activation part (restore − join)", fmt.Sprintf("one lvchange -aey of all %d LVs (mean of 2; target 3 below)", len(vols)), cC.total - cC.join(), (rawC1 + rawC2) / 2, 0})
-	targets = append(targets, ratioTarget(fmt.Sprintf("3. restore − join, N=%d", len(vols)), cC.total-cC.join(), []time.Duration{rawC1, rawC2}, 1.1))
+	rows = append(rows, benchRow{"  its re-activation part (restore − join)", fmt.Sprintf("one lvchange -aey of all %d LVs (mean of 2)", len(vols)), cC.total - cC.join(), (rawC1 + rawC2) / 2, 0})
+	rows = append(rows, benchRow{"  its re-activation part (restore − join)", "the same, the first after a power cycle and a raw join (target 3 below)", cC.total - cC.join(), rawCBoot, 0})
+	targets = append(targets, bootFloorTarget(fmt.Sprintf("3. restore − join, N=%d", len(vols)), cC.total-cC.join(), rawCBoot, []time.Duration{rawC1, rawC2}, 1.1))
 
 	// D) the same 500, of which 5 host2 took while host1 was away (host2's agent stopped,
 	// or it would release locks no attachment of host2 asks for).
@@ -585,19 +631,38 @@ type benchTarget struct {
 // spread is the raw samples' own run-to-run spread (half their range over their median:
 // what the same raw command varies by in the same run).
 func ratioTarget(name string, cr time.Duration, raws []time.Duration, target float64) benchTarget {
-	m := median(raws)
+	m, spread, tolerance := rawSpread(raws)
+	ratio := float64(cr) / float64(max(m, time.Millisecond))
+	return benchTarget{name: name, measured: fmt.Sprintf("%.2f s = %.2f× raw %.2f s", cr.Seconds(), ratio, m.Seconds()),
+		bound: fmt.Sprintf("≤ %.1f×", target), tolerance: tolerance, met: ratio <= target*(1+spread)}
+}
+
+// rawSpread is the raw samples' median (with an even count the mean of the middle two:
+// median() takes the upper one, with two samples the slower run, which flatters a ratio) and
+// their run-to-run spread (half their range over that median), also said as a tolerance.
+func rawSpread(raws []time.Duration) (m time.Duration, spread float64, tolerance string) {
+	m = median(raws)
 	if n := len(raws); n%2 == 0 {
-		// An even count: the mean of the middle two (median() takes the upper one; with two
-		// samples that is the slower raw run, which flatters the ratio).
 		s := slices.Sorted(slices.Values(raws))
 		m = (s[n/2-1] + s[n/2]) / 2
 	}
 	lo, hi := slices.Min(raws), slices.Max(raws)
-	spread := float64(hi-lo) / 2 / float64(max(m, time.Millisecond))
-	ratio := float64(cr) / float64(max(m, time.Millisecond))
-	return benchTarget{name: name, measured: fmt.Sprintf("%.2f s = %.2f× raw %.2f s", cr.Seconds(), ratio, m.Seconds()),
-		bound: fmt.Sprintf("≤ %.1f×", target), tolerance: fmt.Sprintf("±%.0f%% (raw %.2f–%.2f s, %d runs)", spread*100, lo.Seconds(), hi.Seconds(), len(raws)),
-		met: ratio <= target*(1+spread)}
+	spread = float64(hi-lo) / 2 / float64(max(m, time.Millisecond))
+	return m, spread, fmt.Sprintf("±%.0f%% (raw %.2f–%.2f s, %d runs)", spread*100, lo.Seconds(), hi.Seconds(), len(raws))
+}
+
+// bootFloorTarget: cr against the raw command run in the restore's own situation (the
+// first after a power cycle: one sample, a power cycle each), ≤ target × (1 + spread), the
+// spread being the same command's run-to-run spread measured warm in the same run; the warm
+// ratio is stated next to it.
+func bootFloorTarget(name string, cr, afterBoot time.Duration, warm []time.Duration, target float64) benchTarget {
+	_, spread, tolerance := rawSpread(warm)
+	ratio := float64(cr) / float64(max(afterBoot, time.Millisecond))
+	return benchTarget{name: name,
+		measured:  fmt.Sprintf("%.2f s = %.2f× raw %.2f s, the first lvchange after a power cycle (warm: %s)", cr.Seconds(), ratio, afterBoot.Seconds(), ratioTarget(name, cr, warm, target).measured),
+		bound:     fmt.Sprintf("≤ %.1f× the raw command after a power cycle", target),
+		tolerance: tolerance + ", the warm pair's",
+		met:       ratio <= target*(1+spread)}
 }
 
 func fmtS(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }

@@ -36,7 +36,7 @@ import (
 type cluster struct {
 	t      *testing.T
 	env    *envtestutil.Env
-	c      client.Client
+	c      client.WithWatch
 	ctx    context.Context
 	nodes  []*node
 	agents map[string]context.CancelFunc
@@ -119,7 +119,7 @@ func startClusterVia(t *testing.T, bed *testbed.Bed, reportInterval time.Duratio
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); time.Sleep(200 * time.Millisecond); _ = env.Stop() })
-	c, err := client.New(env.Config, client.Options{Scheme: roles.Scheme()})
+	c, err := client.NewWithWatch(env.Config, client.Options{Scheme: roles.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
