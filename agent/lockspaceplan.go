@@ -18,9 +18,11 @@ type LockspaceFacts struct {
 	// allocated to this node.
 	HostIDMismatch bool
 	// Orphaned: sanlock holds the VG's lockspace but lvmlockd does not serve it (lvmlockd
-	// died and its successor did not adopt it); Started is then false. OrphanIdle: sanlock
-	// holds no lease in it and no LV of the VG is active here.
-	Orphaned, OrphanIdle bool
+	// died and its successor did not adopt it); Started is then false. OrphanUnused: this
+	// cycle's report says no LV of the VG is active here, so the LV leases sanlock keeps for
+	// the dead lvmlockd (if any) guard no mapping on this node, and none can be activated
+	// here while lvmlockd does not serve the VG.
+	Orphaned, OrphanUnused bool
 	// StorageLost: the VG's LVM report failed and one of its PVs cannot be read here (the
 	// node lost its path to the storage); Started is then false.
 	StorageLost bool
@@ -56,9 +58,9 @@ func PlanLockspace(f LockspaceFacts) LockspaceAction {
 		// kill command deal with the lockspace; the node rejoins once the PVs read again.
 		return LockspaceNone
 	case f.Orphaned:
-		// Only when nothing depends on it: leases held or LVs active mean the node must be
-		// rebooted (said on the entry), never a lockspace pulled from under them.
-		if f.OrphanIdle && f.HostIDKnown && f.SanlockAnswers {
+		// Only when nothing here writes through it: an active LV means the node must be
+		// rebooted (said on the entry), never a lockspace pulled from under its mapping.
+		if f.OrphanUnused && f.HostIDKnown && f.SanlockAnswers {
 			return LockspaceRejoin
 		}
 		return LockspaceNone

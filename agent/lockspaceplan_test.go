@@ -25,9 +25,11 @@ func TestPlanLockspace(t *testing.T) {
 		{"storage lost on the create node: never vgcreate on what it cannot read", with(func(f *LockspaceFacts) { f.StorageLost, f.CreateNode = true, true }), LockspaceNone},
 		{"storage lost with the VG seen before: no lockstart", with(func(f *LockspaceFacts) { f.StorageLost, f.VGFound = true, true }), LockspaceNone},
 		{"storage lost and a duplicate host_id: still refused", with(func(f *LockspaceFacts) { f.StorageLost, f.Conflict = true, "n2" }), LockspaceRefuse},
-		{"orphaned lockspace, idle: leave and join again", with(func(f *LockspaceFacts) { f.VGFound, f.Orphaned, f.OrphanIdle = true, true, true }), LockspaceRejoin},
-		{"orphaned lockspace with leases or active LVs: never pulled from under them", with(func(f *LockspaceFacts) { f.VGFound, f.Orphaned = true, true }), LockspaceNone},
-		{"orphaned lockspace, idle, host_id unknown: wait", with(func(f *LockspaceFacts) { f.VGFound, f.Orphaned, f.OrphanIdle, f.HostIDKnown = true, true, true, false }), LockspaceNone},
+		{"orphaned lockspace, no LV active here: leave and join again", with(func(f *LockspaceFacts) { f.VGFound, f.Orphaned, f.OrphanUnused = true, true, true }), LockspaceRejoin},
+		{"orphaned lockspace with an LV active here (or not known): never pulled from under it", with(func(f *LockspaceFacts) { f.VGFound, f.Orphaned = true, true }), LockspaceNone},
+		{"orphaned lockspace, no LV active here, host_id unknown: wait", with(func(f *LockspaceFacts) {
+			f.VGFound, f.Orphaned, f.OrphanUnused, f.HostIDKnown = true, true, true, false
+		}), LockspaceNone},
 		{"sanlock silent: never join", with(func(f *LockspaceFacts) { f.VGFound, f.SanlockAnswers = true, false }), LockspaceNone},
 		{"report failed (neither found nor absent): wait", ok, LockspaceNone},
 	}

@@ -404,14 +404,22 @@ func (r *VolumeGroupAgent) checkOrphaned(ctx context.Context, c *cycle, report *
 			}
 		}
 	}
-	c.facts.OrphanIdle = known && leases == 0 && len(active) == 0
+	// An LV lease guards writes through the LV's mapping on this node. With no LV of the VG
+	// active here there is none to guard, and none can appear while lvmlockd does not serve
+	// the VG (activation needs the LV's lock from it): leaving the lockspace then drops the
+	// dead lvmlockd's leases (an lvchange or lvcreate it was running) without a reboot, and
+	// the node's attachments take their locks again through lvmlockd once rejoined.
+	c.facts.OrphanUnused = known && len(active) == 0
 	msg := fmt.Sprintf("sanlock holds lockspace lvm_%s but lvmlockd does not serve it (lvmlockd was restarted without adopting it; run it with --adopt 1)", c.vg)
-	if !known {
+	switch {
+	case !known:
 		msg += ": the VG's report did not say which LVs are active here, so the agent leaves the lockspace alone and looks again"
-	} else if c.facts.OrphanIdle {
+	case c.facts.OrphanUnused && leases > 0:
+		msg += fmt.Sprintf(": no LV of the VG is active here, so the %d LV lease(s) sanlock keeps for the dead lvmlockd guard nothing; the agent leaves the lockspace and joins it again", leases)
+	case c.facts.OrphanUnused:
 		msg += ": no lease is held and no LV is active here, so the agent leaves the lockspace and joins it again"
-	} else {
-		msg += fmt.Sprintf(": %d lease(s) held, active LVs %v: they are no longer guarded by lvmlockd here; reboot the node (the agent never pulls a lockspace from under them)", leases, active)
+	default:
+		msg += fmt.Sprintf(": %d lease(s) held, active LVs %v: they are no longer guarded by lvmlockd here; reboot the node (the agent never pulls a lockspace from under an active LV; once none is active here it leaves and joins again by itself)", leases, active)
 	}
 	c.note(v1.LockspaceLockFailed, msg)
 }

@@ -35,7 +35,7 @@ func TestOrphanedLockspaceOnRealSharedLVM(t *testing.T) {
 	// volume owns (the agent never touches it), lvmlockd killed as soon as sanlock shows the
 	// VG lock held (a fixed delay missed the window 8 times in a row; a VG tag change holds
 	// it too briefly to be caught). Tried until sanlock shows the orphan. The kill can orphan
-	// the new LV's lease too: the lockspace must then stay (the node is to be rebooted).
+	// the new LV's lease too (an LV created inactive: nothing here writes through it).
 	orphaned := false
 	leaseOrphan := "" // an LV lease orphaned as well, when the kill caught one
 	var killedAt time.Time
@@ -73,24 +73,9 @@ func TestOrphanedLockspaceOnRealSharedLVM(t *testing.T) {
 	}
 
 	if leaseOrphan != "" {
-		// Never pulled from under a lease: said on the entry, the lockspace kept.
-		t.Logf("the kill orphaned an LV lease too (%s): the agent must keep the lockspace and say to reboot", leaseOrphan)
-		cl.wait("reboot asked for", 2*time.Minute, func() error {
-			var g v1.VolumeGroup
-			if err := cl.c.Get(ctx, client.ObjectKey{Name: "cinder"}, &g); err != nil {
-				return err
-			}
-			for _, e := range g.Status.Nodes {
-				if e.Node == h.Name && e.Reason == v1.LockspaceLockFailed && strings.Contains(e.Message, "reboot the node") {
-					return nil
-				}
-			}
-			return fmt.Errorf("entries %+v", g.Status.Nodes)
-		})
-		if st := run(ctx, t, h, "sanlock", "client", "status"); !strings.Contains(st, "lvm_"+vg+":") {
-			t.Fatalf("the lockspace was left with an LV lease in it:\n%s", st)
-		}
-		return
+		// The new LV was created inactive: its orphaned lease guards no mapping here, so
+		// the agent drops it with the lockspace as well.
+		t.Logf("the kill orphaned an LV lease too (%s), of an LV not active here: the agent must leave and rejoin all the same", leaseOrphan)
 	}
 	tm.add("lvmlockd restarted with an orphaned VG lock → lockspace left and joined again by the agent", cl.wait("lockspace rejoined", 3*time.Minute, func() error {
 		var g v1.VolumeGroup
@@ -129,4 +114,82 @@ func TestOrphanedLockspaceOnRealSharedLVM(t *testing.T) {
 		vol := cl.createVolume(fmt.Sprintf("volume-after-orphan-%d", i), "16Mi", false)
 		tm.add("new volume after the rejoin → Available", cl.wait("volume available", 2*time.Minute, cl.available(vol)))
 	}
+
+	lvLeaseOrphanedWhileActive(t, cl, h, tm)
+}
+
+// lvLeaseOrphanedWhileActive: lvmlockd killed while an attached volume's LV is active here,
+// its successor started without adopting (-A 0): sanlock keeps the lockspace and the LV's
+// lease as an ORPHAN, lvmlockd serves neither. The agent must never leave the lockspace while
+// the LV is active (its lease is all that keeps another host from writing it): it says to
+// reboot the node. Once the LV's mapping is gone (here removed by hand, as a reboot would),
+// the lease guards nothing: the agent leaves and joins again by itself, and the attachment
+// takes its lock again through lvmlockd.
+func lvLeaseOrphanedWhileActive(t *testing.T, cl *cluster, h *node, tm *timings) {
+	ctx := cl.ctx
+	vol := cl.createVolume("volume-orphan-held", "16Mi", false)
+	cl.wait("volume available", 2*time.Minute, cl.available(vol))
+	cl.attach("volume-orphan-held-"+h.Name, vol.Name, h.Name, v1.PurposeInstance)
+	cl.wait("attached", 2*time.Minute, cl.attached("volume-orphan-held-"+h.Name, v1.LockExclusive))
+	run(ctx, t, h, "busybox", "sh", "-c", "kill -9 $(cat /run/lvmlockd.pid); sleep 1; lvmlockd -o 3 -A 0")
+	killedAt := time.Now()
+	entry := func() (v1.NodeLockspaceStatus, error) {
+		var g v1.VolumeGroup
+		if err := cl.c.Get(ctx, client.ObjectKey{Name: "cinder"}, &g); err != nil {
+			return v1.NodeLockspaceStatus{}, err
+		}
+		for _, e := range g.Status.Nodes {
+			if e.Node == h.Name {
+				return e, nil
+			}
+		}
+		return v1.NodeLockspaceStatus{}, fmt.Errorf("no entry of %s: %+v", h.Name, g.Status.Nodes)
+	}
+	tm.add("lvmlockd restarted without adopting an active LV's lease → reboot asked, lockspace kept", cl.wait("reboot asked for", 2*time.Minute, func() error {
+		e, err := entry()
+		if err != nil {
+			return err
+		}
+		if e.Reason != v1.LockspaceLockFailed || !strings.Contains(e.Message, "reboot the node") || !strings.Contains(e.Message, vol.Name) {
+			return fmt.Errorf("entry: %s: %s", e.Reason, e.Message)
+		}
+		return nil
+	}))
+	// Still so a few cycles later: never pulled from under the active LV.
+	time.Sleep(8 * time.Second) // four report cycles
+	st := run(ctx, t, h, "sanlock", "client", "status")
+	if !strings.Contains(st, "lvm_"+vg+":") || !strings.Contains(st, "ORPHAN") {
+		t.Fatalf("the lockspace or the active LV's orphaned lease went while the LV was active:\n%s", st)
+	}
+	if e, err := entry(); err != nil || !strings.Contains(e.Message, "reboot the node") {
+		t.Fatalf("entry %+v (%v)", e, err)
+	}
+	// The mapping goes (lvchange cannot deactivate it: lvmlockd does not serve the VG).
+	run(ctx, t, h, "dmsetup", "remove", vg+"-"+strings.ReplaceAll(vol.Name, "-", "--"))
+	gone := time.Now()
+	tm.add("the LV's mapping removed → lockspace left and joined again by the agent", cl.wait("lockspace rejoined", 3*time.Minute, func() error {
+		e, err := entry()
+		if err != nil {
+			return err
+		}
+		if !e.LockspaceStarted {
+			return fmt.Errorf("%s: %s", e.Reason, e.Message)
+		}
+		st, err := h.MustRun(ctx, "sanlock", "client", "status")
+		if err != nil || strings.Contains(st, "ORPHAN") {
+			return fmt.Errorf("sanlock status: %v\n%s", err, st)
+		}
+		return nil
+	}))
+	t.Logf("rejoined %.1fs after the mapping went (%.1fs after the kill)", time.Since(gone).Seconds(), time.Since(killedAt).Seconds())
+	tm.add("the attachment's lock taken again through lvmlockd", cl.wait("lock held again", 3*time.Minute, func() error {
+		info, err := h.MustRun(ctx, "lvmlockctl", "--info")
+		if err != nil {
+			return err
+		}
+		if out, err := h.MustRun(ctx, "dmsetup", "info", "-c", "--noheadings", "-o", "name", vg+"-"+strings.ReplaceAll(vol.Name, "-", "--")); err != nil || strings.TrimSpace(out) == "" {
+			return fmt.Errorf("LV not active again: %v %q; lvmlockd: %s", err, out, info)
+		}
+		return cl.attached("volume-orphan-held-"+h.Name, v1.LockExclusive)()
+	}))
 }
