@@ -457,6 +457,11 @@ func (r *Restorer) markRestoring(ctx context.Context) error {
 }
 
 func (r *Restorer) markRestored(ctx context.Context, bootID, msg string) error {
+	// The condition first: whoever sees the restored mark (wait-locks, watching the Node,
+	// returns on it) then reads the restore's message too, not the "restoring" one.
+	if err := r.setNodeCondition(ctx, true, "Restored", msg); err != nil {
+		return err
+	}
 	var node corev1.Node
 	if err := r.Reader.Get(ctx, types.NamespacedName{Name: r.Node.Name}, &node); err != nil {
 		return err
@@ -477,10 +482,7 @@ func (r *Restorer) markRestored(ctx context.Context, bootID, msg string) error {
 		}
 	}
 	node.Spec.Taints = taints
-	if err := r.Client.Patch(ctx, &node, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
-		return err
-	}
-	return r.setNodeCondition(ctx, true, "Restored", msg)
+	return r.Client.Patch(ctx, &node, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 }
 
 func (r *Restorer) setNodeCondition(ctx context.Context, ok bool, reason, msg string) error {
