@@ -287,21 +287,14 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 	// a minute later on a settled host. It leaves the LVs active and host1's agent stopped.
 	rawAfterBoot := func(lvs map[string][]string) time.Duration {
 		t.Helper()
-		st, err := a.Sanlock.Status(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls, ok := st.Lockspace(vg)
-		if !ok {
-			t.Fatalf("host1 has no lockspace of %s: %+v", vg, st)
-		}
+		hostID := hostIDOf(ctx, t, a)
 		cl.powerCycle(a)
 		vgs := slices.Sorted(maps.Keys(lvs))
 		atOnce(vgs, func(vgName string) {
 			deadline := time.Now().Add(5 * time.Minute)
 			for {
 				// The daemons start with the guest; until lvmlockd answers, lockstart fails.
-				_, err := a.LVM.Lockstart(ctx, vgName, int32(ls.HostID))
+				_, err := a.LVM.Lockstart(ctx, vgName, hostID)
 				if err == nil {
 					return
 				}
@@ -528,17 +521,10 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 	// does, through the command layer alone (vgchange --config local/host_id=ID --lockstart,
 	// with its retry of sanlock's "invalid parameters" on a host without udev), no agent.
 	cl.agents["host2"]()
-	st2, err := b.Sanlock.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls2, ok := st2.Lockspace(vg)
-	if !ok {
-		t.Fatalf("host2 has no lockspace of %s after its restore: %+v", vg, st2)
-	}
+	hostID2 := hostIDOf(ctx, t, b)
 	run(ctx, t, b, "vgchange", "--lockstop", vg, "vg2", "vg3")
 	rawJoin := atOnce([]string{vg, "vg2", "vg3"}, func(vgName string) {
-		if n, err := b.LVM.Lockstart(ctx, vgName, int32(ls2.HostID)); err != nil {
+		if n, err := b.LVM.Lockstart(ctx, vgName, hostID2); err != nil {
 			t.Errorf("raw join of %s on host2: %v", vgName, err)
 		} else if n > 1 {
 			t.Logf("raw join of %s on host2: %d attempts", vgName, n)
