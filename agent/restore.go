@@ -320,7 +320,8 @@ func (r *Restorer) activate(ctx context.Context, batches []RestoreBatch) ([]stri
 		took      time.Duration
 		err       error
 	}
-	results := perVG(slices.Sorted(maps.Keys(byVG)), func(vg string) activation {
+	vgs := slices.Sorted(maps.Keys(byVG))
+	results := perVG(vgs, func(vg string) activation {
 		t0 := time.Now()
 		var notActive []string
 		for _, b := range byVG[vg] {
@@ -352,7 +353,7 @@ func (r *Restorer) activate(ctx context.Context, batches []RestoreBatch) ([]stri
 		errs   []error
 		took   = map[string]time.Duration{}
 	)
-	for _, vg := range slices.Sorted(maps.Keys(results)) {
+	for _, vg := range vgs {
 		a := results[vg]
 		if a.err != nil {
 			errs = append(errs, a.err)
