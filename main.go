@@ -19,6 +19,7 @@ import (
 	"github.com/sharedlvm/sharedlvm-operator/agent/executor"
 	"github.com/sharedlvm/sharedlvm-operator/agent/lvm"
 	"github.com/sharedlvm/sharedlvm-operator/heartbeat"
+	"github.com/sharedlvm/sharedlvm-operator/internal/memlimit"
 	"github.com/sharedlvm/sharedlvm-operator/plugin"
 	"github.com/sharedlvm/sharedlvm-operator/roles"
 )
@@ -177,7 +178,7 @@ func runOperator(args []string) error {
 	if err != nil {
 		return err
 	}
-	ctrl.Log.WithName("operator").Info("starting", "version", Version)
+	ctrl.Log.WithName("operator").Info("starting", "version", Version, "memory", memlimit.Apply())
 	return mgr.Start(ctx)
 }
 
@@ -200,7 +201,7 @@ func runAgent(args []string) error {
 	if err != nil {
 		return err
 	}
-	ctrl.Log.WithName("agent").Info("starting", "version", Version, "node", o.NodeName)
+	ctrl.Log.WithName("agent").Info("starting", "version", Version, "node", o.NodeName, "memory", memlimit.Apply())
 	return mgr.Start(ctx)
 }
 

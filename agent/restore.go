@@ -146,10 +146,11 @@ func (r *Restorer) restore(ctx context.Context) error {
 		logger.Info("locks already restored for this boot", "bootID", bootID)
 		return r.markRestored(ctx, bootID, "agent restarted; locks of this boot were already restored")
 	}
-	// LVM's configuration (the host_id check before the joins) is read, and the node is
-	// marked restoring, while the daemons are awaited: each is time before the joins. The
-	// configuration's reading is cached; the marking is waited for before the attempt ends.
-	go func() { _, _ = r.Node.LocalHostID(ctx) }()
+	// The joins' facts are read, and the node is marked restoring, while the daemons are
+	// awaited: each is time before the joins (on a freshly booted guest the reads took as
+	// long as the daemons' start). The marking is waited for before the attempt ends.
+	factsRead := make(chan lockstartFacts, 1)
+	go func() { factsRead <- r.readLockstartFacts(ctx) }()
 	marked := make(chan struct{})
 	go func() {
 		defer close(marked)
@@ -166,10 +167,19 @@ func (r *Restorer) restore(ctx context.Context) error {
 		return err
 	}
 	daemonsAt := time.Since(t0)
+	facts := <-factsRead
+	if facts.err != nil || time.Since(facts.at) > lockstartFactsMaxAge {
+		// Read again: the daemons took long (the host_id claim is read right before the
+		// joins), or the early read failed.
+		facts = r.readLockstartFacts(ctx)
+	}
+	if facts.err != nil {
+		return facts.err
+	}
 
 	// 2. Lockspaces of the VGs that select this node, joined in parallel (lvmlockd and
 	// sanlock run one thread per lockspace: k VGs cost about one join, not k).
-	served, joins, joinsAt, err := r.startLockspaces(ctx, &node, st, t0)
+	served, joins, joinsAt, err := r.startLockspaces(ctx, &node, st, facts, t0)
 	if err != nil {
 		return err
 	}
@@ -214,40 +224,59 @@ func (r *Restorer) restore(ctx context.Context) error {
 	return r.markRestored(ctx, bootID, msg)
 }
 
-// startLockspaces starts, in parallel, the lockspaces PlanLockstarts picks for this node and
-// returns how many VolumeGroups the node serves, how long each join took and when (since t0)
-// the joins started. Its facts are read directly (the caches may not run yet): the
-// VolumeGroups with the heartbeats overlaid and the host_id; st is sanlock's status as the
-// daemons' wait last read it.
-func (r *Restorer) startLockspaces(ctx context.Context, node *corev1.Node, st *sanlock.Status, t0 time.Time) (int, map[string]time.Duration, time.Duration, error) {
-	// The facts are independent reads (the API, the host_id claim and LVM's configuration):
-	// read at once, as each one is time before the joins start.
+// lockstartFactsMaxAge bounds how old the facts the joins are planned from may be when the
+// joins start: read while the daemons are awaited, they are read again if that took longer.
+const lockstartFactsMaxAge = 5 * time.Second
+
+// lockstartFacts is what the boot's joins are planned from, read directly (the caches may
+// not run yet): the VolumeGroups with the heartbeats overlaid and this node's host_id (its
+// claim, agreeing with LVM's configuration), read when at says.
+type lockstartFacts struct {
+	vgs    []v1.VolumeGroup
+	hostID int32
+	at     time.Time
+	err    error
+}
+
+// readLockstartFacts reads the joins' facts. The reads are independent (the API, the
+// host_id claim and LVM's configuration) and run at once.
+func (r *Restorer) readLockstartFacts(ctx context.Context) lockstartFacts {
+	f := lockstartFacts{at: time.Now()}
 	var (
 		vgs              v1.VolumeGroupList
-		hostID           int32
 		hb               *heartbeat.Tracker
 		listErr          error
 		hostIDErr, hbErr error
-		facts            sync.WaitGroup
+		reads            sync.WaitGroup
 	)
-	facts.Add(2)
+	reads.Add(2)
 	go func() {
-		defer facts.Done()
+		defer reads.Done()
 		if listErr = r.Reader.List(ctx, &vgs); listErr == nil {
 			hb, hbErr = heartbeat.List(ctx, r.Reader, r.HeartbeatNamespace)
 		}
 	}()
-	go func() { defer facts.Done(); hostID, hostIDErr = r.HostIDs.Check(ctx, true) }()
-	facts.Wait()
+	go func() { defer reads.Done(); f.hostID, hostIDErr = r.HostIDs.Check(ctx, true) }()
+	reads.Wait()
 	for _, err := range []error{listErr, hostIDErr, hbErr} {
 		if err != nil {
-			return 0, nil, 0, err
+			f.err = err
+			return f
 		}
 	}
 	for i := range vgs.Items {
 		hb.Overlay(&vgs.Items[i])
 	}
-	plan := PlanLockstarts(vgs.Items, node.Labels, r.Node.Name, hostID, func(vg string) bool { _, ok := st.Lockspace(vg); return ok }, time.Now())
+	f.vgs = vgs.Items
+	return f
+}
+
+// startLockspaces starts, in parallel, the lockspaces PlanLockstarts picks for this node and
+// returns how many VolumeGroups the node serves, how long each join took and when (since t0)
+// the joins started. st is sanlock's status as the daemons' wait last read it.
+func (r *Restorer) startLockspaces(ctx context.Context, node *corev1.Node, st *sanlock.Status, facts lockstartFacts, t0 time.Time) (int, map[string]time.Duration, time.Duration, error) {
+	hostID := facts.hostID
+	plan := PlanLockstarts(facts.vgs, node.Labels, r.Node.Name, hostID, func(vg string) bool { _, ok := st.Lockspace(vg); return ok }, time.Now())
 	for _, d := range plan.Skipped {
 		// The report cycle says so on the VG and with an Event; nothing to restore there.
 		log.FromContext(ctx).Info("not starting lockspace", "vg", d.VG, "why", d.Why)

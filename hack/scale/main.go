@@ -40,10 +40,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/yaml"
 
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
 	"github.com/sharedlvm/sharedlvm-operator/internal/envtestutil"
 	"github.com/sharedlvm/sharedlvm-operator/internal/fakelvm"
+	"github.com/sharedlvm/sharedlvm-operator/internal/memlimit"
 	"github.com/sharedlvm/sharedlvm-operator/roles"
 )
 
@@ -94,6 +96,28 @@ type cycleResult struct {
 	// top is `go tool pprof -top` of the operator's heap after the migrate phase (the most
 	// objects: N volumes, 2N attachments).
 	top string
+}
+
+// chartOperatorMemoryLimit is the chart's default operator.resources.limits.memory, in bytes.
+func chartOperatorMemoryLimit() (int64, error) {
+	p := filepath.Join(envtestutil.RepoRoot(), "charts", "sharedlvm-operator", "values.yaml")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return 0, err
+	}
+	var v struct {
+		Operator struct {
+			Resources corev1.ResourceRequirements `json:"resources"`
+		} `json:"operator"`
+	}
+	if err := yaml.Unmarshal(b, &v); err != nil {
+		return 0, fmt.Errorf("%s: %w", p, err)
+	}
+	q, ok := v.Operator.Resources.Limits[corev1.ResourceMemory]
+	if !ok || q.Value() <= 0 {
+		return 0, fmt.Errorf("%s: no operator.resources.limits.memory", p)
+	}
+	return q.Value(), nil
 }
 
 // heapURL is the operator's /debug/pprof/heap.
@@ -196,7 +220,14 @@ func run() error {
 	heapURL = "http://" + pprofAddr + "/debug/pprof/heap"
 	op := exec.CommandContext(ctx, bin, "operator", "--leader-elect=false", "--metrics-bind-address=0", "--health-probe-bind-address=0", "--zap-log-level=error",
 		"--pprof-bind-address="+pprofAddr)
-	op.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
+	// As the chart runs it: the container's memory limit (the chart's default) passed as the
+	// downward API does, from which the operator sets its soft memory limit.
+	memLimit, err := chartOperatorMemoryLimit()
+	if err != nil {
+		return err
+	}
+	op.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig, fmt.Sprintf("%s=%d", memlimit.Env, memLimit))
+	fmt.Printf("operator: %s=%d (the chart's default limit)\n", memlimit.Env, memLimit)
 	op.Stderr = os.Stderr
 	if err := op.Start(); err != nil {
 		return err
@@ -547,6 +578,13 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // seconds per second, over two reporting cycles with nothing asked of the system: the cost
 // that runs whatever the load (and that a slower phase counts as per-operation CPU).
 func atRest(ctx context.Context, storage *fakelvm.Cluster, pid int) (calls, cpuPerSecond float64, err error) {
+	// One report cycle to settle first: the phase before ends when its last change is
+	// applied, with the operator still working off the tail of the burst's queue.
+	select {
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	case <-time.After(*reportInterval):
+	}
 	h := storage.Host(1)
 	h.ResetCalls()
 	cpu0, t0 := cpuOf(pid), time.Now()
