@@ -80,6 +80,9 @@ type phaseResult struct {
 	operatorCPUs float64
 	// liveHeap is the operator's heap after a forced GC at the end of the phase (bytes).
 	liveHeap int64
+	// gcs is how many GC cycles the operator ran during the phase (the runtime's own: the
+	// soft memory limit, when the heap nears it, shows as more of them).
+	gcs int64
 }
 
 type cycleResult struct {
@@ -136,26 +139,57 @@ func freeLoopbackAddr() (string, error) {
 // liveHeap forces a GC in the operator and returns its heap then (runtime.MemStats.HeapAlloc,
 // which after a GC is the live heap: what the caches and queues hold).
 func liveHeap(ctx context.Context) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, heapURL+"?debug=1&gc=1", nil)
+	live, _, err := heapStats(ctx, true)
+	return live, err
+}
+
+// gcCount returns how many GC cycles the operator has run (runtime.MemStats.NumGC), without
+// forcing one.
+func gcCount(ctx context.Context) (int64, error) {
+	_, n, err := heapStats(ctx, false)
+	return n, err
+}
+
+// heapStats reads the operator's runtime.MemStats HeapAlloc and NumGC from its pprof heap
+// page, after a forced GC if gc.
+func heapStats(ctx context.Context, gc bool) (heapAlloc, numGC int64, err error) {
+	url := heapURL + "?debug=1"
+	if gc {
+		url += "&gc=1"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for sc.Scan() {
+	found := 0
+	for sc.Scan() && found < 2 {
 		if v, ok := strings.CutPrefix(sc.Text(), "# HeapAlloc = "); ok {
-			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if heapAlloc, err = strconv.ParseInt(strings.TrimSpace(v), 10, 64); err != nil {
+				return 0, 0, err
+			}
+			found++
+		}
+		if v, ok := strings.CutPrefix(sc.Text(), "# NumGC = "); ok {
+			if numGC, err = strconv.ParseInt(strings.TrimSpace(v), 10, 64); err != nil {
+				return 0, 0, err
+			}
+			found++
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return 0, fmt.Errorf("%s: no HeapAlloc line", heapURL)
+	if found < 2 {
+		return 0, 0, fmt.Errorf("%s: no HeapAlloc or NumGC line", heapURL)
+	}
+	return heapAlloc, numGC, nil
 }
 
 // heapTop is `go tool pprof -top` of the operator's in-use heap.
@@ -484,6 +518,10 @@ func cycle(ctx context.Context, c client.Client, cs *kubernetes.Clientset, tr *t
 		if err != nil {
 			return err
 		}
+		gc0, err := gcCount(ctx)
+		if err != nil {
+			return err
+		}
 		cpuStart := cpuOf(pid)
 		start := time.Now()
 		ends, err := parallel(n, do)
@@ -519,15 +557,17 @@ func cycle(ctx context.Context, c client.Client, cs *kubernetes.Clientset, tr *t
 		p := phaseResult{name: name, n: n, wall: wall, p50: lat[n/2], p99: lat[n*99/100], apiPerOp: (api1 - api0) / float64(n),
 			operatorCPUs: cpuOf(pid) - cpuStart}
 		// After the CPU reading: the forced GC is the harness's, not the operation's.
-		if p.liveHeap, err = liveHeap(ctx); err != nil {
+		var gc1 int64
+		if p.liveHeap, gc1, err = heapStats(ctx, true); err != nil {
 			return err
 		}
+		p.gcs = gc1 - gc0 - 1
 		if name == "migrate" {
 			res.top = heapTop(ctx)
 		}
 		res.phases = append(res.phases, p)
-		fmt.Printf("  %-8s %6d in %7.1fs  %7.1f/s  p50 %6.0fms  p99 %6.0fms  %5.1f API requests/op  operator CPU %.1fs  live heap %.1f MiB\n",
-			name, n, wall.Seconds(), float64(n)/wall.Seconds(), ms(p.p50), ms(p.p99), p.apiPerOp, p.operatorCPUs, float64(p.liveHeap)/(1<<20))
+		fmt.Printf("  %-8s %6d in %7.1fs  %7.1f/s  p50 %6.0fms  p99 %6.0fms  %5.1f API requests/op  operator CPU %.1fs  %d GCs  live heap %.1f MiB\n",
+			name, n, wall.Seconds(), float64(n)/wall.Seconds(), ms(p.p50), ms(p.p99), p.apiPerOp, p.operatorCPUs, p.gcs, float64(p.liveHeap)/(1<<20))
 		return nil
 	}
 	if err := phase("create", func(i int) error {

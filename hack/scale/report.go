@@ -22,11 +22,11 @@ func report(results []cycleResult, idleCalls, idleCPU float64) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Scale run %s: %d simulated nodes (real agents over internal/fakelvm), operator in its own process, envtest apiserver, %d client workers, report interval %v.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), *nodes, *workers, *reportInterval)
-	b.WriteString("| volumes | phase | wall | throughput | p50 to applied | p99 to applied | API requests/op | operator CPU |\n|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| volumes | phase | wall | throughput | p50 to applied | p99 to applied | API requests/op | operator CPU | operator GC cycles |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		for _, p := range r.phases {
-			fmt.Fprintf(&b, "| %d | %s | %.1f s | %.1f/s | %.0f ms | %.0f ms | %.1f | %.1f s |\n",
-				r.n, p.name, p.wall.Seconds(), float64(p.n)/p.wall.Seconds(), ms(p.p50), ms(p.p99), p.apiPerOp, p.operatorCPUs)
+			fmt.Fprintf(&b, "| %d | %s | %.1f s | %.1f/s | %.0f ms | %.0f ms | %.1f | %.1f s | %d |\n",
+				r.n, p.name, p.wall.Seconds(), float64(p.n)/p.wall.Seconds(), ms(p.p50), ms(p.p99), p.apiPerOp, p.operatorCPUs, p.gcs)
 		}
 	}
 	b.WriteString("\n| volumes | operator max RSS | operator CPU (whole cycle) | operator CPU at rest | LVM/sanlock calls per agent per report cycle |\n|---|---|---|---|---|\n")

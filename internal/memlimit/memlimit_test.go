@@ -8,7 +8,7 @@ func TestDecide(t *testing.T) {
 		env  map[string]string
 		want int64
 	}{
-		{"chart default 300Mi", map[string]string{Env: "314572800"}, 188743680},
+		{"chart default 300Mi", map[string]string{Env: "314572800"}, 283115520},
 		{"explicit GOMEMLIMIT wins", map[string]string{Env: "314572800", "GOMEMLIMIT": "150MiB"}, 0},
 		{"unset", map[string]string{}, 0},
 		{"not a number", map[string]string{Env: "300Mi"}, 0},

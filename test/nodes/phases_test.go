@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 	"github.com/sharedlvm/sharedlvm-operator/agent/sanlock"
 	v1 "github.com/sharedlvm/sharedlvm-operator/api/v1alpha1"
+	"github.com/sharedlvm/sharedlvm-operator/internal/memlimit"
 	"github.com/sharedlvm/sharedlvm-operator/internal/testbed"
 	"github.com/sharedlvm/sharedlvm-operator/roles"
 )
@@ -222,10 +224,12 @@ func (e *env) metricsAndProbes() {
 	leaders := 0
 	for _, p := range pods.Items {
 		port := 0
+		var memLimit int64
 		for _, c := range p.Spec.Containers {
 			for _, cp := range c.Ports {
 				if cp.Name == "metrics" {
 					port = int(cp.ContainerPort)
+					memLimit = c.Resources.Limits.Memory().Value()
 				}
 			}
 		}
@@ -248,11 +252,28 @@ func (e *env) metricsAndProbes() {
 				t.Fatalf("%s's metrics have no %s", p.Name, m)
 			}
 		}
-		t.Logf("metrics scraped from %s at %s:%d (%d bytes, controllers running: %v)", p.Name, p.Status.PodIP, port, len(out), leads)
+		// The Go runtime's soft memory limit, from the container's limit through the
+		// kubelet's downward API (internal/memlimit).
+		got, err := gauge(out, "go_gc_gomemlimit_bytes")
+		if want := int64(float64(memLimit) * memlimit.Fraction); err != nil || got != want {
+			t.Fatalf("%s: go_gc_gomemlimit_bytes %d (%v), want %d (%.0f %% of the container's limit %d)", p.Name, got, err, want, memlimit.Fraction*100, memLimit)
+		}
+		t.Logf("metrics scraped from %s at %s:%d (%d bytes, controllers running: %v, soft memory limit %d MiB)", p.Name, p.Status.PodIP, port, len(out), leads, got>>20)
 	}
 	if leaders != 1 {
 		t.Fatalf("%d operator replicas run controllers, want 1 (the leader)", leaders)
 	}
+}
+
+// gauge reads an unlabelled sample of metric from a Prometheus text exposition.
+func gauge(exposition, metric string) (int64, error) {
+	for _, line := range strings.Split(exposition, "\n") {
+		if v, ok := strings.CutPrefix(line, metric+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int64(f), err
+		}
+	}
+	return 0, fmt.Errorf("no %s sample", metric)
 }
 
 // uninstall: helm uninstall removes the pods and leaves every LV and lease where it was.
