@@ -168,6 +168,7 @@ func runOperator(args []string) error {
 	flag.StringVar(&o.HeartbeatNamespace, "heartbeat-namespace", heartbeat.DefaultNamespace, "namespace of the agents' heartbeat Leases (the agents' --heartbeat-namespace)")
 	flag.StringVar(&o.PprofAddr, "pprof-bind-address", "", "address of Go's /debug/pprof endpoints, for profiling (empty: off; keep it on loopback)")
 	parse(args)
+	mem := memlimit.Apply() // before the caches fill
 	o.QPS = float32(*qps)
 	ctx := ctrl.SetupSignalHandler()
 	cfg, err := ctrl.GetConfig()
@@ -178,7 +179,7 @@ func runOperator(args []string) error {
 	if err != nil {
 		return err
 	}
-	ctrl.Log.WithName("operator").Info("starting", "version", Version, "memory", memlimit.Apply())
+	ctrl.Log.WithName("operator").Info("starting", "version", Version, "memory", mem)
 	return mgr.Start(ctx)
 }
 
@@ -192,6 +193,7 @@ func runAgent(args []string) error {
 	flag.StringVar(&o.HeartbeatNamespace, "heartbeat-namespace", heartbeat.DefaultNamespace, "namespace of this agent's heartbeat Lease (the operator's --heartbeat-namespace)")
 	parse(args)
 	o.Executor = executor.Local{HostNamespaces: *hostNS}
+	mem := memlimit.Apply() // before the caches fill
 	ctx := ctrl.SetupSignalHandler()
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
@@ -201,7 +203,7 @@ func runAgent(args []string) error {
 	if err != nil {
 		return err
 	}
-	ctrl.Log.WithName("agent").Info("starting", "version", Version, "node", o.NodeName, "memory", memlimit.Apply())
+	ctrl.Log.WithName("agent").Info("starting", "version", Version, "node", o.NodeName, "memory", mem)
 	return mgr.Start(ctx)
 }
 

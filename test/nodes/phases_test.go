@@ -6,10 +6,11 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -265,15 +266,18 @@ func (e *env) metricsAndProbes() {
 	}
 }
 
-// gauge reads an unlabelled sample of metric from a Prometheus text exposition.
+// gauge reads the value of metric's (unlabelled) sample from a Prometheus text exposition.
 func gauge(exposition, metric string) (int64, error) {
-	for _, line := range strings.Split(exposition, "\n") {
-		if v, ok := strings.CutPrefix(line, metric+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return int64(f), err
-		}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(strings.NewReader(exposition))
+	if err != nil {
+		return 0, err
 	}
-	return 0, fmt.Errorf("no %s sample", metric)
+	f, ok := families[metric]
+	if !ok || len(f.GetMetric()) != 1 {
+		return 0, fmt.Errorf("no single %s sample", metric)
+	}
+	return int64(f.GetMetric()[0].GetGauge().GetValue()), nil
 }
 
 // uninstall: helm uninstall removes the pods and leaves every LV and lease where it was.
