@@ -25,9 +25,10 @@ func getVG(ctx context.Context, c client.Reader, hb *heartbeat.Tracker, name str
 }
 
 // requestsFor lists objects from the cache and returns a reconcile request for each (a watch
-// mapping); a failed list maps to nothing.
+// mapping); a failed list maps to nothing. Only the keys are read, so the cache's objects
+// are not deep-copied (a VolumeGroup's ready nodes changing maps to every attachment).
 func requestsFor(ctx context.Context, c client.Reader, list client.ObjectList, opts ...client.ListOption) []reconcile.Request {
-	if err := c.List(ctx, list, opts...); err != nil {
+	if err := c.List(ctx, list, append(opts, client.UnsafeDisableDeepCopy)...); err != nil {
 		return nil
 	}
 	var reqs []reconcile.Request

@@ -15,6 +15,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -56,6 +57,7 @@ var (
 	reportInterval = flag.Duration("report-interval", 30*time.Second, "agents' reporting interval")
 	outDir         = flag.String("out", "bench/results", "where the table and the plot are written")
 	cpuProfile     = flag.String("cpuprofile", "", "write this process's CPU profile (agents and storage model) to the file")
+	heapProfile    = flag.String("heapprofile", "", "write the operator's in-use heap profile after each migrate phase to this file, suffixed with the volume count (for go tool pprof -peek/-list)")
 	until          = flag.String("until", "", "stop each volume count's cycle after this phase (create, attach, migrate, handoff, detach; empty: all six); migrate is the operator's memory peak (N volumes, 2N attachments)")
 )
 
@@ -192,9 +194,17 @@ func heapStats(ctx context.Context, gc bool) (heapAlloc, numGC int64, err error)
 	return heapAlloc, numGC, nil
 }
 
-// heapTop is `go tool pprof -top` of the operator's in-use heap.
-func heapTop(ctx context.Context) string {
-	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", "-sample_index=inuse_space", heapURL).Output()
+// heapTop is `go tool pprof -top` of the operator's in-use heap; with --heapprofile the
+// profile is kept in that file (suffixed -<n>) too.
+func heapTop(ctx context.Context, n int) string {
+	src := heapURL
+	if *heapProfile != "" {
+		src = fmt.Sprintf("%s-%d", *heapProfile, n)
+		if err := fetch(ctx, heapURL, src); err != nil {
+			return fmt.Sprintf("(heap profile: %v)", err)
+		}
+	}
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", "-sample_index=inuse_space", src).Output()
 	if err != nil {
 		return fmt.Sprintf("(go tool pprof: %v)", err)
 	}
@@ -204,6 +214,31 @@ func heapTop(ctx context.Context) string {
 		s = s[i:]
 	}
 	return s
+}
+
+// fetch writes what url serves to the file path.
+func fetch(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func run() error {
@@ -563,7 +598,7 @@ func cycle(ctx context.Context, c client.Client, cs *kubernetes.Clientset, tr *t
 		}
 		p.gcs = gc1 - gc0 - 1
 		if name == "migrate" {
-			res.top = heapTop(ctx)
+			res.top = heapTop(ctx, n)
 		}
 		res.phases = append(res.phases, p)
 		fmt.Printf("  %-8s %6d in %7.1fs  %7.1f/s  p50 %6.0fms  p99 %6.0fms  %5.1f API requests/op  operator CPU %.1fs  %d GCs  live heap %.1f MiB\n",

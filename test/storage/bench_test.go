@@ -517,22 +517,50 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 		t.Fatalf("leave-lockspaces on evacuated host2: left %v kept %+v; sanlock afterwards %+v (%v)", left2, kept2, st, err)
 	}
 	cE := restoreCycleVia(t, cl, b, func() string { return cl.reboot(b, true) })
-	// The raw first-time join: the three lockspaces left, then started at once as the restore
-	// does, through the command layer alone (vgchange --config local/host_id=ID --lockstart,
-	// with its retry of sanlock's "invalid parameters" on a host without udev), no agent.
+	// The raw first-time join, in the restore's own situation: host2's lockspaces left and
+	// the guest powered off cleanly and booted again with no agent, then the three started at
+	// once as the restore does, through the command layer alone (vgchange --config
+	// local/host_id=ID --lockstart, with its retry of sanlock's "invalid parameters" on a host
+	// without udev); each join timed from the attempt that succeeded (until lvmlockd answers
+	// after the boot, lockstart fails at once). The same joins on the settled host, lockspaces
+	// left a moment before, are shown next to it (a freshly booted TCG guest is slower).
 	cl.agents["host2"]()
 	hostID2 := hostIDOf(ctx, t, b)
+	rawJoinAt := func(what string) time.Duration {
+		var mu sync.Mutex
+		var slowest time.Duration
+		atOnce([]string{vg, "vg2", "vg3"}, func(vgName string) {
+			deadline := time.Now().Add(5 * time.Minute)
+			for {
+				t0 := time.Now()
+				n, err := b.LVM.Lockstart(ctx, vgName, hostID2)
+				if err == nil {
+					mu.Lock()
+					slowest = max(slowest, time.Since(t0))
+					mu.Unlock()
+					if n > 1 {
+						t.Logf("raw join of %s on host2 (%s): %d attempts", vgName, what, n)
+					}
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("raw join of %s on host2 (%s): %v", vgName, what, err)
+					return
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		})
+		return slowest
+	}
 	run(ctx, t, b, "vgchange", "--lockstop", vg, "vg2", "vg3")
-	rawJoin := atOnce([]string{vg, "vg2", "vg3"}, func(vgName string) {
-		if n, err := b.LVM.Lockstart(ctx, vgName, hostID2); err != nil {
-			t.Errorf("raw join of %s on host2: %v", vgName, err)
-		} else if n > 1 {
-			t.Logf("raw join of %s on host2: %d attempts", vgName, n)
-		}
-	})
+	rawJoinWarm := rawJoinAt("settled host")
+	run(ctx, t, b, "vgchange", "--lockstop", vg, "vg2", "vg3")
+	cl.reboot(b, true)
+	rawJoin := rawJoinAt("after a clean power cycle")
 	cl.startAgent(b)
 	targets = append(targets, benchTarget{name: "4. restore after a planned reboot (evacuated host2, 3 VGs)", measured: fmtS(cE.total) + fmt.Sprintf(" (joins %s)", durations(cE.joins)),
-		bound:     fmt.Sprintf("≤ a first-time join of the 3 (raw, at once, %.1f s) + 2 s; after an unclean shutdown: %.1f s (B)", rawJoin.Seconds(), cB.total.Seconds()),
+		bound: fmt.Sprintf("≤ a first-time join of the 3 (raw, at once, after a clean power cycle: slowest %.1f s; on the settled host %.1f s) + 2 s; after an unclean shutdown: %.1f s (B)",
+			rawJoin.Seconds(), rawJoinWarm.Seconds(), cB.total.Seconds()),
 		tolerance: "the target's 2 s", met: cE.total <= rawJoin+2*time.Second})
 
 	// Where the time goes: the single commands the CR paths run besides the raw one, timed
