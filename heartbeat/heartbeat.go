@@ -341,21 +341,27 @@ func (t *Tracker) Get(node string) (Beat, bool) {
 	return b, ok
 }
 
-// Overlay sets each lockspace entry of vg (an in-memory copy: never write it back) to its
-// node's heartbeat when that is newer than the entry's own lastReport, so that the entry's
-// Fresh and Ready rules judge the agent's liveness. A nil tracker changes nothing.
+// Overlay sets each lockspace entry of vg to its node's heartbeat when that is newer than
+// the entry's own lastReport, so that the entry's Fresh and Ready rules judge the agent's
+// liveness. vg's list of entries must be an in-memory copy, not a cache's (never write it
+// back); only the entries' lastReport and reportIntervalSeconds change. A nil tracker
+// changes nothing.
 func (t *Tracker) Overlay(vg *v1.VolumeGroup) {
 	if t == nil || vg == nil {
 		return
 	}
+	var times []metav1.Time // one allocation for the entries' new lastReports
 	for i := range vg.Status.Nodes {
 		n := &vg.Status.Nodes[i]
 		b, ok := t.Get(n.Node)
 		if !ok || (n.LastReport != nil && !b.Renewed.After(n.LastReport.Time)) {
 			continue
 		}
-		ts := metav1.NewTime(b.Renewed)
-		n.LastReport = &ts
+		if times == nil {
+			times = make([]metav1.Time, 0, len(vg.Status.Nodes)-i)
+		}
+		times = append(times, metav1.NewTime(b.Renewed))
+		n.LastReport = &times[len(times)-1]
 		if b.Duration > 0 {
 			n.ReportIntervalSeconds = int32(max(1, b.Duration/3/time.Second))
 		}

@@ -23,8 +23,8 @@ func attachmentJSON(i int) []byte {
 "managedFields":[{"manager":"sharedlvm-operator","operation":"Update","apiVersion":"sharedlvm.io/v1alpha1","time":"2026-12-05T10:00:01Z","fieldsType":"FieldsV1","fieldsV1":{"f:status":{"f:desiredLock":{},"f:phase":{}}},"subresource":"status"}]},
 "spec":{"volume":"vol-10000-%05d","node":"node-%03d","purpose":"instance"},
 "status":{"observedGeneration":1,"phase":"Attached","desiredLock":"Exclusive","appliedLock":"Exclusive","lv":{"vgName":"vg1","lvName":"volume-8d1c5e2a-%05d","lvUUID":"Q2w3e4-r5t6-y7u8-i9o0-p1a2-s3d4-%06d"},"devicePath":"/dev/vg1/volume-8d1c5e2a-%05d","lvUUID":"Q2w3e4-r5t6-y7u8-i9o0-p1a2-s3d4-%06d",
-"conditions":[{"type":"Ready","status":"True","observedGeneration":1,"lastTransitionTime":"2026-12-05T10:00:02Z","reason":"Attached","message":"node node-%03d holds the LV's lock Exclusive"},{"type":"LockApplied","status":"True","observedGeneration":1,"lastTransitionTime":"2026-12-05T10:00:02Z","reason":"Applied","message":"lvmlockd granted Exclusive"}]}}`,
-		i, i, 1000+i, i, i%100+1, i, i, i, i, i%100+1)
+"conditions":[{"type":"Ready","status":"True","observedGeneration":1,"lastTransitionTime":"2026-12-05T10:00:02Z","reason":"Attached","message":"node node-%03d holds the LV's lock Exclusive"},{"type":"LockApplied","status":"True","observedGeneration":1,"lastTransitionTime":"2026-12-05T10:00:02Z","reason":"Applied","message":"node node-%03d holds Exclusive (granted by lvmlockd, checked against sanlock every 1m0s)"}]}}`,
+		i, i, 1000+i, i, i%100+1, i, i, i, i, i%100+1, i%100+1)
 }
 
 func decode(t testing.TB, b []byte) *v1.VolumeAttachment {
@@ -72,6 +72,20 @@ func TestTransformAttachment(t *testing.T) {
 	}
 	if same(a.Name, b.Name) || same(a.Status.Conditions[0].Message, b.Status.Conditions[0].Message) {
 		t.Errorf("distinct strings shared")
+	}
+	if !same(a.Status.LVUUID, a.Status.LV.LVUUID) {
+		t.Errorf("status.lvUUID is a second copy of status.lv.lvUUID")
+	}
+	// Attachments of one node in one mode share the agent's LockApplied message.
+	c, err := tr(decode(t, attachmentJSON(100)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := c.(*v1.VolumeAttachment).Status.Conditions[1].Message; m != a.Status.Conditions[1].Message || !same(m, a.Status.Conditions[1].Message) {
+		t.Errorf("LockApplied messages of one node: %q and %q not one shared string", m, a.Status.Conditions[1].Message)
+	}
+	if same(a.Status.Conditions[1].Message, b.Status.Conditions[1].Message) {
+		t.Errorf("LockApplied messages of two nodes shared")
 	}
 }
 
