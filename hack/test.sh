@@ -6,7 +6,8 @@
 # (test/storage, build tag "storage"; ~12 min; needs root to install Debian packages once).
 # Set SHAREDLVM_STORAGE_TIER=0 to skip it. The Cinder driver's unit tests and the OpenStack
 # tier (Debian's Cinder services, ~6 min of packages the first time) run before it;
-# SHAREDLVM_OPENSTACK_TIER=0 skips the latter. Last, the nodes tier's short form: the Helm
+# SHAREDLVM_OPENSTACK_TIER=0 skips the latter. After the storage tier, the bench tier's short
+# form (SHAREDLVM_BENCH_TIER=0 skips it). Last, the nodes tier's short form: the Helm
 # chart on real kubelets in the VMs (hack/test-nodes.sh; builds kubelet, kube-controller-manager
 # and kube-scheduler once); SHAREDLVM_NODES_TIER=0 skips it.
 set -euo pipefail
@@ -78,6 +79,11 @@ if [[ "${SHAREDLVM_STORAGE_TIER:-1}" != 0 ]]; then
     echo "storage tier failed; the VM console logs are in the directory named above" >&2
     exit 1
   fi
+fi
+if [[ "${SHAREDLVM_STORAGE_TIER:-1}" != 0 && "${SHAREDLVM_BENCH_TIER:-1}" != 0 ]]; then
+  step "bench tier, short form: each operation against the raw command, 5 of each, #18 target 5 asserted (SHAREDLVM_BENCH_SHORT=1 hack/bench.sh; full run: hack/bench.sh)"
+  suite "bench tier (short form)" bench.log '^\s+\| |^(---|ok|FAIL|PASS)|target missed' \
+    env SHAREDLVM_BENCH_SHORT=1 hack/bench.sh
 fi
 if [[ "${SHAREDLVM_NODES_TIER:-1}" != 0 ]]; then
   step "nodes tier, short form: the chart on real kubelets in the VMs (hack/test-nodes.sh; full run without SHAREDLVM_NODES_SHORT)"

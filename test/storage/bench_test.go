@@ -106,9 +106,16 @@ func median(ds []time.Duration) time.Duration {
 // TestBenchRatiosOnRealSharedLVM is the bench tier (hack/bench.sh): each operation through
 // the custom resources against the raw LVM command on the same VM host and VG, medians of
 // several runs, ratios against the targets; the table goes to bench/results.
+//
+// With SHAREDLVM_BENCH_SHORT set (the README's test command), its short form: the single
+// operations, 5 of each, and target 5 asserted; no restores, no table kept (~1.5 min).
 func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 	// 9: the raw lvcreate alone varies 0.32–0.42 s from run to run on this bed.
-	const reps = 9
+	reps := 9
+	short := os.Getenv("SHAREDLVM_BENCH_SHORT") != ""
+	if short {
+		reps = 5
+	}
 	bed := newBed(t, testbed.Config{Hosts: 2, LUNs: 3, LUNSize: 16 << 30, IOTimeout: 3})
 	// The agents report at the product's default interval: each report holds the VG lock
 	// shared for a moment, and the storage scenarios' 2 s would make metadata changes wait
@@ -219,6 +226,15 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 	}
 	t.Logf("detach %v (raw %v)", crDetach, rawDetach)
 	rows = append(rows, benchRow{"detach (VolumeAttachment deleted → gone, lock released)", "lvchange -an", median(crDetach), median(rawDetach), 1.2})
+	if short {
+		var md strings.Builder
+		fmt.Fprintf(&md, "Bench short form (SHAREDLVM_BENCH_SHORT), medians of %d:\n\n", reps)
+		writeRows(&md, rows)
+		writeTargets(&md, targets)
+		t.Logf("bench:\n%s", md.String())
+		assertTargets(t, targets)
+		return
+	}
 
 	// 100 creates at once vs 100 serialized lvcreates (LVM serializes per VG anyway).
 	const batch = 100
@@ -575,15 +591,7 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 	var md strings.Builder
 	fmt.Fprintf(&md, "Bench run %s on the test bed (2 TCG VMs, sanlock io_timeout 3 s, VGs on 16 GiB LUNs); medians of %d where repeated.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), reps)
-	md.WriteString("| operation through the CRs | time | raw command, same host and VG | time | ratio | target |\n|---|---|---|---|---|---|\n")
-	for _, r := range rows {
-		ratio := float64(r.cr) / float64(max(r.rawTime, time.Millisecond))
-		target := ""
-		if r.target > 0 {
-			target = fmt.Sprintf("≤ %.1f× %s", r.target, map[bool]string{true: "met", false: "missed"}[ratio <= r.target])
-		}
-		fmt.Fprintf(&md, "| %s | %.2f s | %s | %.2f s | %.2f× | %s |\n", r.op, r.cr.Seconds(), r.raw, r.rawTime.Seconds(), ratio, target)
-	}
+	writeRows(&md, rows)
 	fmt.Fprintf(&md, "\nSingle commands on the same host (medians): `lvm fullreport %s` %.2f s, `sanlock client status` %.3f s.\n",
 		vg, median(tReport).Seconds(), median(tSanlock).Seconds())
 	if len(agentCreate) > 0 {
@@ -611,19 +619,10 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 	}
 	fmt.Fprintf(&md, "\nB's raw one-command re-activation per VG: %s.\n", durations(rawB))
 	fmt.Fprintf(&md, "\nD's restore message on the Node: %s\n", cD.message)
-	md.WriteString("\n## Targets (#18)\n\n| target | measured | bound | tolerance (run-to-run spread) | |\n|---|---|---|---|---|\n")
-	for _, g := range targets {
-		fmt.Fprintf(&md, "| %s | %s | %s | %s | %s |\n", g.name, g.measured, g.bound, g.tolerance, map[bool]string{true: "met", false: "**missed**"}[g.met])
-	}
+	writeTargets(&md, targets)
 	t.Logf("bench:\n%s", md.String())
-	defer func() {
-		// The bench asserts its targets (after the table is kept).
-		for _, g := range targets {
-			if !g.met {
-				t.Errorf("target missed: %s: %s, bound %s (tolerance %s)", g.name, g.measured, g.bound, g.tolerance)
-			}
-		}
-	}()
+	// The bench asserts its targets (after the table is kept).
+	defer assertTargets(t, targets)
 	dir := filepath.Join(envtestutil.RepoRoot(), "bench", "results")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -633,6 +632,37 @@ func TestBenchRatiosOnRealSharedLVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("wrote %s", out)
+}
+
+// writeRows renders the operations table.
+func writeRows(md *strings.Builder, rows []benchRow) {
+	md.WriteString("| operation through the CRs | time | raw command, same host and VG | time | ratio | target |\n|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		ratio := float64(r.cr) / float64(max(r.rawTime, time.Millisecond))
+		target := ""
+		if r.target > 0 {
+			target = fmt.Sprintf("≤ %.1f× %s", r.target, map[bool]string{true: "met", false: "missed"}[ratio <= r.target])
+		}
+		fmt.Fprintf(md, "| %s | %.2f s | %s | %.2f s | %.2f× | %s |\n", r.op, r.cr.Seconds(), r.raw, r.rawTime.Seconds(), ratio, target)
+	}
+}
+
+// writeTargets renders #18's targets table.
+func writeTargets(md *strings.Builder, targets []benchTarget) {
+	md.WriteString("\n## Targets (#18)\n\n| target | measured | bound | tolerance (run-to-run spread) | |\n|---|---|---|---|---|\n")
+	for _, g := range targets {
+		fmt.Fprintf(md, "| %s | %s | %s | %s | %s |\n", g.name, g.measured, g.bound, g.tolerance, map[bool]string{true: "met", false: "**missed**"}[g.met])
+	}
+}
+
+// assertTargets fails the test for each target missed.
+func assertTargets(t *testing.T, targets []benchTarget) {
+	t.Helper()
+	for _, g := range targets {
+		if !g.met {
+			t.Errorf("target missed: %s: %s, bound %s (tolerance %s)", g.name, g.measured, g.bound, g.tolerance)
+		}
+	}
 }
 
 // benchTarget is one of #18's targets, asserted by the bench.
