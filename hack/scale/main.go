@@ -196,9 +196,9 @@ func heapStats(ctx context.Context, gc bool) (heapAlloc, numGC int64, err error)
 
 // heapTop is `go tool pprof -top` of the operator's in-use heap right after a forced GC; with
 // --heapprofile the profile is kept in that file (suffixed -<n>) too. Without the forced GC
-// the profile is that of the operator's last collection, and a busy operator's objects
-// allocated while that collection marked count as in use (a run's top showed 12 MB of
-// per-reconcile copies that the forced GC's live heap did not hold).
+// the profile is that of the operator's last collection, in which what a busy operator
+// allocated while that collection marked counts as in use (12–15 MB of per-reconcile copies
+// in the tops of the runs before).
 func heapTop(ctx context.Context, n int) string {
 	src := fmt.Sprintf("%s-%d", *heapProfile, n)
 	if *heapProfile == "" {
