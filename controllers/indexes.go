@@ -48,10 +48,11 @@ const (
 // indexField registers a field index that answers lookups of one scope only. The cache's
 // IndexField keys every object twice, under its namespace and under all namespaces, and
 // each of the operator's lookups uses one of the two: at 20,000 attachments the unused
-// halves were ~4 MiB of the operator's live heap (README "Performance and scale"). The keys
+// halves were ~3.5 MiB of the operator's live heap (README "Performance and scale"). The keys
 // are the ones controller-runtime's cache reader looks up for client.MatchingFields
 // (pkg/cache/internal: "field:<field>", "<namespace>/<value>" or "__all_namespaces/<value>");
-// TestIndexes lists through each index, so a change of that layout fails the tests.
+// the "field indexes" spec (controllers/indexes_test.go) lists through each index, so a
+// change of that layout fails the tests.
 func indexField(ctx context.Context, c cache.Cache, obj client.Object, field string, scope indexScope, values func(client.Object) []string) error {
 	inf, err := c.GetInformer(ctx, obj, cache.BlockUntilSynced(false))
 	if err != nil {
